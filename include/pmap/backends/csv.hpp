@@ -1,0 +1,51 @@
+// pmap/backends/csv.hpp — a human-readable CSV file.
+//
+// At rest (after open and close) the file is a plain RFC 4180 CSV with the
+// header "key,value" and one row per key, sorted by key bytes, editable by
+// hand or by any CSV tool. Between compactions each write() appends its batch
+// as one framed record and fsyncs, so a write costs in proportion to the
+// batch; when dead rows outweigh live ones the file is compacted (written to a
+// temporary file, fsynced, renamed over). The grammar is in docs/formats.md.
+//
+// Loading accepts any two-column file with that header (the last row for a
+// key wins), CRLF or LF line endings, and a UTF-8 byte-order mark. A crash at
+// any instant leaves the last committed state loadable: an incomplete batch at
+// the end of the file is ignored (and removed by the next compaction). A
+// malformed file is rejected with Errc::corrupt naming the file and line, and
+// is never modified.
+//
+// The backend keeps a copy of the entries in memory (for get() and
+// compaction): CSV is for data that comfortably fits twice in RAM.
+//
+// Locking: an exclusive advisory lock on "<file>.pmap-lock" for the
+// backend's life; a second opener gets Errc::locked naming the holder's pid.
+//
+// Thread safety: one thread at a time (the map's writer).
+#pragma once
+
+#include <filesystem>
+#include <memory>
+
+#include "pmap/backend.hpp"
+
+namespace pmap {
+
+class CsvBackend final : public Backend {
+ public:
+  explicit CsvBackend(std::filesystem::path path);
+  CsvBackend(CsvBackend&&) noexcept;
+  CsvBackend& operator=(CsvBackend&&) noexcept;
+  ~CsvBackend() override;
+
+  void scan(ScanSink sink) override;
+  std::optional<std::string> get(std::string_view key) override;
+  void write(std::span<const Write> batch) override;
+  void flush() override;
+  std::string describe() const override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pmap

@@ -1,0 +1,34 @@
+// pmap/backends/memory.hpp — entries in RAM, nothing persisted.
+//
+// For tests and caches. Batches are atomic. describe() is "memory:".
+//
+// Thread safety: every member may be called from any thread.
+#pragma once
+
+#include <memory>
+
+#include "pmap/backend.hpp"
+
+namespace pmap {
+
+class MemoryBackend final : public Backend {
+ public:
+  MemoryBackend();
+  MemoryBackend(MemoryBackend&&) noexcept;
+  MemoryBackend& operator=(MemoryBackend&&) noexcept;
+  ~MemoryBackend() override;
+
+  void scan(ScanSink sink) override;
+  std::optional<std::string> get(std::string_view key) override;
+  void write(std::span<const Write> batch) override;
+  std::string describe() const override;
+
+  // How many entries it holds.
+  std::size_t size() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pmap

@@ -1,0 +1,71 @@
+// pmap/backends/sqlite.hpp — the default backend: one table in a SQLite file.
+//
+// Schema (see docs/formats.md): CREATE TABLE "<table>" (key PRIMARY KEY NOT
+// NULL, value NOT NULL) WITHOUT ROWID. Keys and values that are valid UTF-8
+// without NUL bytes are stored as TEXT (readable with the sqlite3 shell),
+// others as BLOB. The file runs in WAL mode; each write() is one transaction
+// on statements prepared once per connection. Several maps may share a file,
+// each on its own table.
+//
+// Locking: the backend holds an exclusive advisory lock on the pair
+// (file, table) — the lock file "<file>-<table>.pmap-lock" beside the
+// database — for its whole life. A second opener, in this process or another,
+// gets Errc::locked naming the file, table and holder's pid.
+//
+// Errors at construction: Errc::io (a directory, a missing parent directory,
+// no permission), Errc::corrupt (the file is not a SQLite database; it is
+// left byte-for-byte untouched), Errc::locked, Errc::invalid_argument (a table
+// name that is not [A-Za-z_][A-Za-z0-9_]*).
+//
+// Thread safety: one thread at a time (the map's writer).
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "pmap/backend.hpp"
+
+namespace pmap {
+
+// How hard SQLite works to make a commit durable (PRAGMA synchronous).
+enum class Synchronous {
+  full,    // every commit survives power loss (fsync per commit). Default.
+  normal,  // survives a process crash; a power loss may lose the last commits
+           // (a map's flush() checkpoints to make them durable).
+  off,     // survives a process crash; a power loss may corrupt nothing in WAL
+           // mode but may lose recent commits.
+};
+
+struct SqliteOptions {
+  // The table that holds this map. Default: "kv".
+  std::string table = "kv";
+  // Default: full.
+  Synchronous synchronous = Synchronous::full;
+  // How long a write waits for another connection's transaction on the same
+  // file (another map's table) before failing with Errc::locked. Default: 5 s.
+  std::chrono::milliseconds busy_timeout{5000};
+  // SQLite page cache per connection, in KiB. Default: 16 MiB.
+  int cache_kib = 16 * 1024;
+};
+
+class SqliteBackend final : public Backend {
+ public:
+  explicit SqliteBackend(std::filesystem::path path, SqliteOptions options = {});
+  SqliteBackend(SqliteBackend&&) noexcept;
+  SqliteBackend& operator=(SqliteBackend&&) noexcept;
+  ~SqliteBackend() override;
+
+  void scan(ScanSink sink) override;
+  std::optional<std::string> get(std::string_view key) override;
+  void write(std::span<const Write> batch) override;
+  void flush() override;
+  std::string describe() const override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pmap

@@ -1,0 +1,169 @@
+// pmap/detail/writer.hpp — the write path below the cache. Not API.
+//
+// One Writer per map: a bounded queue of encoded writes and one thread that
+// drains it. Writers that queued together are committed together — the
+// writer takes everything waiting (up to Options::max_group_*), hands it to
+// Backend::write as one atomic batch, then completes every future of the
+// group with the one outcome (LevelDB's DBImpl::Write / BuildBatchGroup).
+//
+// The map calls, for every write:
+//   1. reserve(n)  — back-pressure; may block; no lock held;
+//   2. under the shard lock(s) of the keys: update the cache, then push(...),
+//      which never blocks. So the queue order of writes to one key is the
+//      order in which the cache saw them, and the backend applies them in
+//      that order.
+// When a commit fails, the writer reads what the backend now holds for the
+// group's keys (no lock held) and asks the map (CacheRepair) to put those
+// values back in the cache, except for keys that have a newer write queued;
+// only then does it fail the group's futures.
+//
+// Thread safety: reserve/push/push_flush/close may be called from any
+// thread. for_each_queued is for CacheRepair::restore, on the writer
+// thread. Lock order: shard locks (ascending) before the queue mutex.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "pmap/backend.hpp"
+#include "pmap/detail/completion.hpp"
+#include "pmap/future.hpp"
+#include "pmap/options.hpp"
+
+namespace pmap::detail {
+
+class Writer;
+
+// What the backend holds for a key after a failed commit (nullopt: absent).
+struct StoredEntry {
+  std::string key;
+  std::optional<std::string> value;
+};
+
+// Implemented by the typed map: puts backend values back in the cache.
+class CacheRepair {
+ public:
+  // entries: what the backend holds for every key of a failed group. When
+  // all is true, entries is the whole backend (a clear failed) and every
+  // cached key not in it goes too. Keys with a newer write still queued
+  // (Writer::for_each_queued) keep their cached value; if a clear is queued,
+  // the cache is already right for every key.
+  virtual void restore(const Writer& writer, std::span<const StoredEntry> entries,
+                       bool all) = 0;
+
+ protected:
+  ~CacheRepair() = default;
+};
+
+class Writer {
+ public:
+  // Starts the writer thread. repair must outlive the writer.
+  Writer(std::unique_ptr<Backend> backend, std::shared_ptr<Completion> completion,
+         const Options& options, CacheRepair& repair);
+  // Closes (committing everything accepted) and joins the thread.
+  ~Writer();
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+
+  // Room for n writes in the queue, held until pushed or dropped.
+  class Ticket {
+   public:
+    Ticket() = default;
+    Ticket(Ticket&& other) noexcept
+        : writer_(std::exchange(other.writer_, nullptr)), count_(other.count_) {}
+    Ticket& operator=(Ticket&&) = delete;
+    ~Ticket() {
+      if (writer_) writer_->unreserve(count_);
+    }
+
+   private:
+    friend class Writer;
+    Ticket(Writer* writer, std::size_t count) : writer_(writer), count_(count) {}
+    Writer* writer_ = nullptr;
+    std::size_t count_ = 0;
+  };
+
+  // Waits until n more writes fit (back-pressure), then reserves them.
+  // Errors: Errc::closed once close() has begun.
+  Ticket reserve(std::size_t n);
+
+  // Queues one write (or one atomic batch of writes) under a reservation;
+  // done completes when it is committed or has failed. Never blocks on I/O.
+  void push(Ticket& ticket, Write write, std::shared_ptr<StateBase> done);
+  void push(Ticket& ticket, std::vector<Write> writes, std::shared_ptr<StateBase> done);
+
+  // done completes once every write pushed before it is durable, failing if
+  // any of them failed since the previous flush.
+  void push_flush(std::shared_ptr<StateBase> done);
+
+  // Stops accepting writes, commits everything accepted, flushes and releases
+  // the backend; done completes after that (failing like a flush). Only the
+  // first call queues anything; later calls complete done when the first does.
+  void close(std::shared_ptr<StateBase> done);
+
+  // Waits until the writer thread has ended (after close).
+  void join();
+
+  // Calls fn with every write still queued (not yet taken into a group).
+  // For CacheRepair::restore only; the caller holds the shard locks.
+  void for_each_queued(const std::function<void(const Write&)>& fn) const;
+
+  // The backend; null after close.
+  Backend* backend() const noexcept { return backend_.get(); }
+  const std::string& description() const noexcept { return description_; }
+
+ private:
+  struct Item {
+    enum class Kind : unsigned char { write, flush, close };
+    Kind kind = Kind::write;
+    bool last = true;  // last write of its operation: ends a possible group
+    Write write;
+    std::shared_ptr<StateBase> done;  // on the last item of an operation
+  };
+
+  void unreserve(std::size_t n) noexcept;
+  void run() noexcept;
+  void commit_group(std::vector<Item>& group);
+  void repair_after(std::span<const Write> writes) noexcept;
+  void finish_flush(std::shared_ptr<StateBase>& done, bool release_backend) noexcept;
+
+  std::unique_ptr<Backend> backend_;  // touched only by the writer thread after construction
+  const std::string description_;
+  std::shared_ptr<Completion> completion_;
+  CacheRepair& repair_;
+  const std::size_t max_pending_;
+  const std::size_t max_group_writes_;
+  const std::size_t max_group_bytes_;
+
+  mutable std::mutex mu_;
+  std::condition_variable work_cv_;   // writer waits for items
+  std::condition_variable room_cv_;   // producers wait for room; close waits for tickets
+  std::deque<Item> queue_;            // guarded by mu_
+  std::size_t pending_ = 0;           // guarded by mu_: reserved + queued + committing writes
+  std::size_t tickets_ = 0;           // guarded by mu_: writes reserved, not yet pushed
+  bool closing_ = false;              // guarded by mu_
+  bool closed_ = false;               // guarded by mu_: the writer thread has released the backend
+  std::vector<std::shared_ptr<StateBase>> close_waiters_;  // guarded by mu_
+
+  std::exception_ptr latched_;  // writer thread only: first failure since the last flush
+  std::vector<Write> writes_;   // writer thread only: the group being committed
+  std::thread thread_;
+};
+
+// Turns the exception in flight into a pmap::Error (kept if it is one;
+// otherwise Errc::backend with its message, prefixed by where).
+std::exception_ptr as_pmap_error(std::exception_ptr error, const std::string& where);
+
+}  // namespace pmap::detail

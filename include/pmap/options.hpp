@@ -1,0 +1,49 @@
+// pmap/options.hpp — how a map runs: where user code runs, where unobserved
+// errors go, and how much may wait for the disk.
+//
+// Thread safety: an Options value is copied into the map at construction; the
+// functions it holds are then called from the map's threads (never from the
+// writer thread that talks to the backend).
+#pragma once
+
+#include <cstddef>
+#include <functional>
+
+#include "pmap/error.hpp"
+
+namespace pmap {
+
+// Runs a task, now or later, on some thread of the application's choosing.
+using Executor = std::function<void(std::function<void()> task)>;
+
+struct Options {
+  // Runs continuations (Future::then), resumed coroutines and on_error.
+  // It must run every task it is given exactly once, and must not run it
+  // inline on the calling thread if that would block (it is called from the
+  // map's writer thread). Default: one completion thread owned by the map.
+  Executor executor;
+
+  // Receives write failures nobody else will see: a failed write whose future
+  // was dropped without get(), and a failure of the final commit in close()
+  // or the destructor. Runs through `executor`.
+  // Default: print the message to stderr, prefixed "pmap: ".
+  std::function<void(const Error&)> on_error;
+
+  // Back-pressure: at most this many writes are queued or being committed;
+  // a writer beyond it waits in insert/erase/update/apply/clear until the
+  // disk catches up. A single apply() larger than this is still accepted,
+  // alone. Default: 65536.
+  std::size_t max_pending_writes = 65536;
+
+  // Upper bound of one group commit (one backend transaction), in writes and
+  // in encoded bytes. A bigger group amortises fsync better; a smaller one
+  // lets the first futures complete sooner. Default: 16384 writes, 16 MiB.
+  std::size_t max_group_writes = 16384;
+  std::size_t max_group_bytes = 16u << 20;
+
+  // Number of cache shards (rounded up to a power of two), each a hash map
+  // under its own reader-writer lock. Default: 32.
+  std::size_t shards = 32;
+};
+
+}  // namespace pmap

@@ -1,0 +1,51 @@
+// File helpers shared by the file backends: errors naming the file, the
+// per-map lock, whole-file reads and atomic replacement. Not API.
+//
+// Thread safety: FileLock is one owner's; the functions are reentrant.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include "pmap/error.hpp"
+
+namespace pmap::detail {
+
+// Throws Errc::io: "<what>: <strerror(err)>", plus advice for common errnos.
+[[noreturn]] void throw_errno(int err, const std::string& what);
+
+// Checks that path can hold a file the backend creates or opens: not a
+// directory, and its parent directory exists.
+// Errors: Errc::io naming path.
+void check_file_path(const std::filesystem::path& path, std::string_view kind);
+
+// An exclusive advisory lock (flock) on lock_path, created if missing, that
+// records the holder's pid. flock locks belong to the open file, so a second
+// opener in the same process conflicts too.
+class FileLock {
+ public:
+  // Errors: Errc::locked naming `what` and the holder ("process 1234", or
+  // "this process"); Errc::io when the lock file cannot be created.
+  FileLock(const std::filesystem::path& lock_path, const std::string& what);
+  ~FileLock();
+  FileLock(FileLock&& other) noexcept;
+  FileLock& operator=(FileLock&&) = delete;
+  FileLock(const FileLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+// The whole content of a file. Errors: Errc::io.
+std::string read_file(const std::filesystem::path& path);
+
+// Replaces path with content atomically: writes path + ".pmap-tmp", fsyncs
+// it, renames it over path, fsyncs the directory. A crash leaves either the
+// old or the new file. Errors: Errc::io (path is left as it was).
+void replace_file(const std::filesystem::path& path, std::string_view content);
+
+// fsync of a directory, so that a create or rename in it is durable.
+void sync_directory(const std::filesystem::path& dir);
+
+}  // namespace pmap::detail

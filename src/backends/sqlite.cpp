@@ -1,0 +1,332 @@
+// The SQLite backend. See pmap/backends/sqlite.hpp and docs/formats.md.
+//
+// One connection per backend, used by one thread (the map's writer), opened
+// with SQLITE_OPEN_NOMUTEX. Every statement is prepared once, with
+// SQLITE_PREPARE_PERSISTENT, and reset after each use. write() is one
+// BEGIN IMMEDIATE ... COMMIT transaction; any failure rolls it back.
+
+#include "pmap/backends/sqlite.hpp"
+
+#include <sqlite3.h>
+
+#include <array>
+#include <cctype>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+
+#include "file_util.hpp"
+#include "pmap/error.hpp"
+
+namespace pmap {
+namespace {
+
+bool valid_table_name(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  if (!(std::isalpha(static_cast<unsigned char>(name[0])) || name[0] == '_')) return false;
+  for (char c : name)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_')) return false;
+  // sqlite_* names are reserved for SQLite's own tables.
+  return name.substr(0, 7) != "sqlite_";
+}
+
+// Valid UTF-8 without NUL bytes: stored as TEXT so the sqlite3 shell shows
+// and matches it; anything else is a BLOB. The choice depends on the bytes
+// only, so the same key always binds the same way.
+bool is_plain_text(std::string_view s) {
+  std::size_t i = 0;
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  while (i < s.size()) {
+    unsigned char c = p[i];
+    if (c == 0) return false;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    std::size_t n;
+    std::uint32_t cp;
+    if ((c & 0xE0) == 0xC0) {
+      n = 1;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 2;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 3;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + n >= s.size()) return false;  // truncated sequence
+    for (std::size_t k = 1; k <= n; ++k) {
+      if ((p[i + k] & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (p[i + k] & 0x3F);
+    }
+    // Overlong forms, surrogates, beyond U+10FFFF.
+    if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+        (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+      return false;
+    i += n + 1;
+  }
+  return true;
+}
+
+const char* synchronous_pragma(Synchronous s) {
+  switch (s) {
+    case Synchronous::full: return "PRAGMA synchronous=FULL";
+    case Synchronous::normal: return "PRAGMA synchronous=NORMAL";
+    case Synchronous::off: return "PRAGMA synchronous=OFF";
+  }
+  return "PRAGMA synchronous=FULL";
+}
+
+Errc errc_of(int rc) {
+  switch (rc & 0xFF) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED: return Errc::locked;
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB: return Errc::corrupt;
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+    case SQLITE_NOLFS: return Errc::io;
+    default: return Errc::backend;
+  }
+}
+
+std::string advice_for(int rc) {
+  switch (rc & 0xFF) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return " (another connection holds the database; raise SqliteOptions::busy_timeout or "
+             "finish that transaction)";
+    case SQLITE_FULL: return " (the disk is full: free some space, then retry)";
+    case SQLITE_READONLY:
+    case SQLITE_PERM: return " (check the file's and directory's permissions)";
+    case SQLITE_NOTADB: return " (the file is not a SQLite database; open another path)";
+    case SQLITE_CORRUPT: return " (the database is damaged; restore it from a backup)";
+    default: return "";
+  }
+}
+
+// Shown in messages: a key, shortened, as readable as it is.
+std::string shown_key(std::string_view key) {
+  constexpr std::size_t kShown = 80;
+  std::string s(key.substr(0, kShown));
+  if (key.size() > kShown) s += "...";
+  return "\"" + s + "\"";
+}
+
+}  // namespace
+
+struct SqliteBackend::Impl {
+  std::filesystem::path path;
+  SqliteOptions options;
+  std::string where;  // sqlite:/abs/path#table
+  detail::FileLock lock;
+  sqlite3* db = nullptr;
+  sqlite3_stmt* begin = nullptr;
+  sqlite3_stmt* commit = nullptr;
+  sqlite3_stmt* rollback = nullptr;
+  sqlite3_stmt* put = nullptr;
+  sqlite3_stmt* erase = nullptr;
+  sqlite3_stmt* clear = nullptr;
+  sqlite3_stmt* get = nullptr;
+  sqlite3_stmt* scan = nullptr;
+
+  Impl(std::filesystem::path p, SqliteOptions o, std::string w, detail::FileLock l)
+      : path(std::move(p)), options(std::move(o)), where(std::move(w)), lock(std::move(l)) {}
+
+  ~Impl() {
+    for (sqlite3_stmt* s : {begin, commit, rollback, put, erase, clear, get, scan})
+      sqlite3_finalize(s);
+    sqlite3_close_v2(db);
+  }
+
+  [[noreturn]] void fail(int rc, const std::string& doing) const {
+    const char* msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    throw Error(errc_of(rc), where + ": " + doing + ": " + msg + advice_for(rc));
+  }
+
+  void exec(const char* sql, const std::string& doing) {
+    char* err = nullptr;
+    const int rc = sqlite3_exec(db, sql, nullptr, nullptr, &err);
+    if (rc != SQLITE_OK) {
+      std::string msg = err ? err : sqlite3_errstr(rc);
+      sqlite3_free(err);
+      throw Error(errc_of(rc), where + ": " + doing + ": " + msg + advice_for(rc));
+    }
+  }
+
+  sqlite3_stmt* prepare(const std::string& sql) {
+    sqlite3_stmt* stmt = nullptr;
+    const int rc = sqlite3_prepare_v3(db, sql.c_str(), static_cast<int>(sql.size()),
+                                      SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+    if (rc != SQLITE_OK)
+      fail(rc, "table " + options.table +
+                   " cannot be used as a persistent-map table (expected columns key, value)");
+    return stmt;
+  }
+
+  void bind(sqlite3_stmt* stmt, int index, std::string_view bytes) {
+    const int rc = is_plain_text(bytes)
+                       ? sqlite3_bind_text(stmt, index, bytes.data(),
+                                           static_cast<int>(bytes.size()), SQLITE_STATIC)
+                       : sqlite3_bind_blob(stmt, index, bytes.data(),
+                                           static_cast<int>(bytes.size()), SQLITE_STATIC);
+    if (rc != SQLITE_OK) fail(rc, "binding a parameter");
+  }
+
+  // Steps a statement that returns no rows, then resets it.
+  void run(sqlite3_stmt* stmt, const std::string& doing) {
+    const int rc = sqlite3_step(stmt);
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    if (rc != SQLITE_DONE) fail(rc, doing);
+  }
+
+  static std::string_view column(sqlite3_stmt* stmt, int i) {
+    const void* p = sqlite3_column_blob(stmt, i);  // before column_bytes: no conversion
+    const int n = sqlite3_column_bytes(stmt, i);
+    return p ? std::string_view(static_cast<const char*>(p), static_cast<std::size_t>(n))
+             : std::string_view();
+  }
+};
+
+SqliteBackend::SqliteBackend(std::filesystem::path path, SqliteOptions options) {
+  if (!valid_table_name(options.table))
+    throw Error(Errc::invalid_argument,
+                "SQLite table name \"" + options.table +
+                    "\" is not allowed: use letters, digits and '_', starting with a letter or "
+                    "'_', at most 64 characters, not starting with sqlite_");
+  if (path.empty()) throw Error(Errc::invalid_argument, "SqliteBackend: the path is empty");
+  path = std::filesystem::absolute(path).lexically_normal();
+  detail::check_file_path(path, "SQLite database");
+  const std::string where = "sqlite:" + path.string() + "#" + options.table;
+
+  // Refuse a file that is not a database before SQLite (or our lock file)
+  // could touch anything.
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec) && std::filesystem::file_size(path, ec) > 0) {
+    std::array<char, 16> header{};
+    std::ifstream in(path, std::ios::binary);
+    if (!in) detail::throw_errno(errno, where + ": cannot open");
+    in.read(header.data(), header.size());
+    if (in.gcount() != 16 || std::memcmp(header.data(), "SQLite format 3", 16) != 0)
+      throw Error(Errc::corrupt, where + ": the file is not a SQLite database (it was left "
+                                         "untouched); open another path");
+  }
+
+  detail::FileLock lock(path.string() + "-" + options.table + ".pmap-lock",
+                        "SQLite table " + options.table + " of " + path.string());
+  impl_ = std::make_unique<Impl>(path, std::move(options), where, std::move(lock));
+  Impl& d = *impl_;
+
+  const int rc = sqlite3_open_v2(
+      path.c_str(), &d.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+      nullptr);
+  if (rc != SQLITE_OK) d.fail(rc, "cannot open the database");
+  sqlite3_extended_result_codes(d.db, 1);
+  sqlite3_busy_timeout(d.db, static_cast<int>(d.options.busy_timeout.count()));
+
+  d.exec("PRAGMA journal_mode=WAL", "cannot switch to WAL mode");
+  d.exec(synchronous_pragma(d.options.synchronous), "cannot set synchronous");
+  const std::string cache = "PRAGMA cache_size=-" + std::to_string(d.options.cache_kib);
+  d.exec(cache.c_str(), "cannot set cache_size");
+
+  // The table name was validated above; it cannot be a bound parameter.
+  const std::string t = "\"" + d.options.table + "\"";
+  const std::string create =
+      "CREATE TABLE IF NOT EXISTS " + t +
+      " (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID";
+  d.exec(create.c_str(), "cannot create table " + d.options.table);
+
+  d.begin = d.prepare("BEGIN IMMEDIATE");
+  d.commit = d.prepare("COMMIT");
+  d.rollback = d.prepare("ROLLBACK");
+  d.put = d.prepare("INSERT INTO " + t +
+                    " (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET "
+                    "value = excluded.value");
+  d.erase = d.prepare("DELETE FROM " + t + " WHERE key = ?1");
+  d.clear = d.prepare("DELETE FROM " + t);
+  d.get = d.prepare("SELECT value FROM " + t + " WHERE key = ?1");
+  d.scan = d.prepare("SELECT key, value FROM " + t);
+}
+
+SqliteBackend::SqliteBackend(SqliteBackend&&) noexcept = default;
+SqliteBackend& SqliteBackend::operator=(SqliteBackend&&) noexcept = default;
+SqliteBackend::~SqliteBackend() = default;
+
+void SqliteBackend::scan(ScanSink sink) {
+  Impl& d = *impl_;
+  int rc;
+  while ((rc = sqlite3_step(d.scan)) == SQLITE_ROW) {
+    try {
+      sink(Impl::column(d.scan, 0), Impl::column(d.scan, 1));
+    } catch (...) {
+      sqlite3_reset(d.scan);
+      throw;
+    }
+  }
+  sqlite3_reset(d.scan);
+  if (rc != SQLITE_DONE) d.fail(rc, "cannot read the table");
+}
+
+std::optional<std::string> SqliteBackend::get(std::string_view key) {
+  Impl& d = *impl_;
+  d.bind(d.get, 1, key);
+  const int rc = sqlite3_step(d.get);
+  std::optional<std::string> value;
+  if (rc == SQLITE_ROW) value.emplace(Impl::column(d.get, 0));
+  sqlite3_reset(d.get);
+  sqlite3_clear_bindings(d.get);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) d.fail(rc, "cannot read key " + shown_key(key));
+  return value;
+}
+
+void SqliteBackend::write(std::span<const Write> batch) {
+  Impl& d = *impl_;
+  d.run(d.begin, "cannot begin a transaction");
+  try {
+    for (const Write& w : batch) {
+      switch (w.op) {
+        case Write::Op::put:
+          d.bind(d.put, 1, w.key);
+          d.bind(d.put, 2, w.value);
+          d.run(d.put, "cannot write key " + shown_key(w.key));
+          break;
+        case Write::Op::erase:
+          d.bind(d.erase, 1, w.key);
+          d.run(d.erase, "cannot erase key " + shown_key(w.key));
+          break;
+        case Write::Op::clear:
+          d.run(d.clear, "cannot clear the table");
+          break;
+      }
+    }
+    d.run(d.commit, "cannot commit");
+  } catch (...) {
+    // After some errors (e.g. SQLITE_FULL) SQLite has already rolled back;
+    // then there is no transaction left and ROLLBACK's error means nothing.
+    if (!sqlite3_get_autocommit(d.db)) {
+      sqlite3_step(d.rollback);
+      sqlite3_reset(d.rollback);
+    }
+    throw;
+  }
+}
+
+void SqliteBackend::flush() {
+  Impl& d = *impl_;
+  if (d.options.synchronous == Synchronous::full) return;  // every commit is already durable
+  int log = 0, checkpointed = 0;
+  const int rc =
+      sqlite3_wal_checkpoint_v2(d.db, nullptr, SQLITE_CHECKPOINT_FULL, &log, &checkpointed);
+  if (rc != SQLITE_OK) d.fail(rc, "cannot checkpoint the WAL");
+}
+
+std::string SqliteBackend::describe() const { return impl_ ? impl_->where : "sqlite:(moved-from)"; }
+
+}  // namespace pmap

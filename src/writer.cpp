@@ -1,0 +1,252 @@
+// The writer: group commit and fan-out. See pmap/detail/writer.hpp.
+//
+// The loop, in one sentence: wait for the queue to be non-empty, take the
+// longest run of writes at its front that fits a group (never splitting an
+// apply() batch), commit them in one Backend::write, repair the cache if that
+// failed, complete the group's futures, then give the room back to producers.
+// flush and close markers are handled alone, in queue order.
+
+#include "pmap/detail/writer.hpp"
+
+#include <algorithm>
+#include <unordered_set>
+
+namespace pmap::detail {
+
+std::exception_ptr as_pmap_error(std::exception_ptr error, const std::string& where) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const Error&) {
+    return error;
+  } catch (const std::exception& e) {
+    return std::make_exception_ptr(Error(Errc::backend, where + ": " + e.what()));
+  } catch (...) {
+    return std::make_exception_ptr(
+        Error(Errc::backend, where + ": the backend threw a non-std exception"));
+  }
+}
+
+Writer::Writer(std::unique_ptr<Backend> backend, std::shared_ptr<Completion> completion,
+               const Options& options, CacheRepair& repair)
+    : backend_(std::move(backend)),
+      description_(backend_->describe()),
+      completion_(std::move(completion)),
+      repair_(repair),
+      max_pending_(std::max<std::size_t>(options.max_pending_writes, 1)),
+      max_group_writes_(std::max<std::size_t>(options.max_group_writes, 1)),
+      max_group_bytes_(std::max<std::size_t>(options.max_group_bytes, 1)) {
+  thread_ = std::thread([this] { run(); });
+}
+
+Writer::~Writer() {
+  auto done = std::make_shared<State<void>>(completion_);
+  close(done);
+  join();
+  done->release();  // an unobserved failure of the final commit goes to on_error
+}
+
+Writer::Ticket Writer::reserve(std::size_t n) {
+  std::unique_lock lock(mu_);
+  // An operation larger than the whole queue is admitted alone, once the
+  // queue has drained: memory stays bounded, and nothing waits forever.
+  room_cv_.wait(lock, [&] { return closing_ || pending_ + n <= max_pending_ || pending_ == 0; });
+  if (closing_)
+    throw Error(Errc::closed, "cannot write to " + description_ + ": the map is closed");
+  pending_ += n;
+  tickets_ += n;
+  return Ticket(this, n);
+}
+
+void Writer::unreserve(std::size_t n) noexcept {
+  {
+    std::lock_guard lock(mu_);
+    pending_ -= n;
+    tickets_ -= n;
+  }
+  room_cv_.notify_all();
+}
+
+void Writer::push(Ticket& ticket, Write write, std::shared_ptr<StateBase> done) {
+  std::vector<Write> one;
+  one.push_back(std::move(write));
+  push(ticket, std::move(one), std::move(done));
+}
+
+void Writer::push(Ticket& ticket, std::vector<Write> writes, std::shared_ptr<StateBase> done) {
+  bool wake, closing;
+  {
+    std::lock_guard lock(mu_);
+    wake = queue_.empty();
+    for (std::size_t i = 0; i < writes.size(); ++i) {
+      const bool last = i + 1 == writes.size();
+      queue_.push_back(
+          Item{Item::Kind::write, last, std::move(writes[i]), last ? std::move(done) : nullptr});
+    }
+    tickets_ -= ticket.count_;
+    pending_ -= ticket.count_ - writes.size();  // room reserved but not used goes back
+    ticket.writer_ = nullptr;
+    closing = closing_;
+  }
+  if (wake) work_cv_.notify_one();
+  if (closing) room_cv_.notify_all();  // close() waits for outstanding tickets
+}
+
+void Writer::push_flush(std::shared_ptr<StateBase> done) {
+  {
+    std::lock_guard lock(mu_);
+    if (!closing_) {
+      const bool wake = queue_.empty();
+      queue_.push_back(Item{Item::Kind::flush, true, {}, std::move(done)});
+      if (wake) work_cv_.notify_one();
+      return;
+    }
+  }
+  done->complete(std::make_exception_ptr(
+      Error(Errc::closed, "cannot flush " + description_ + ": the map is closed")));
+}
+
+void Writer::close(std::shared_ptr<StateBase> done) {
+  std::unique_lock lock(mu_);
+  if (closed_) {
+    lock.unlock();
+    done->complete(nullptr);
+    return;
+  }
+  if (closing_) {
+    close_waiters_.push_back(std::move(done));
+    return;
+  }
+  closing_ = true;
+  room_cv_.notify_all();  // writers waiting for room now fail with Errc::closed
+  // A write that holds a ticket has already changed the cache: let it queue.
+  room_cv_.wait(lock, [&] { return tickets_ == 0; });
+  const bool wake = queue_.empty();
+  queue_.push_back(Item{Item::Kind::close, true, {}, std::move(done)});
+  if (wake) work_cv_.notify_one();
+}
+
+void Writer::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Writer::for_each_queued(const std::function<void(const Write&)>& fn) const {
+  std::lock_guard lock(mu_);
+  for (const Item& item : queue_)
+    if (item.kind == Item::Kind::write) fn(item.write);
+}
+
+void Writer::run() noexcept {
+  std::vector<Item> group;
+  for (;;) {
+    group.clear();
+    {
+      std::unique_lock lock(mu_);
+      work_cv_.wait(lock, [&] { return !queue_.empty(); });
+      if (queue_.front().kind != Item::Kind::write) {
+        group.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      } else {
+        std::size_t bytes = 0;
+        while (!queue_.empty() && queue_.front().kind == Item::Kind::write) {
+          const bool at_boundary = group.empty() || group.back().last;
+          if (at_boundary && !group.empty() &&
+              (group.size() >= max_group_writes_ || bytes >= max_group_bytes_))
+            break;
+          Item& item = queue_.front();
+          bytes += item.write.key.size() + item.write.value.size();
+          group.push_back(std::move(item));
+          queue_.pop_front();
+        }
+      }
+    }
+    switch (group.front().kind) {
+      case Item::Kind::flush:
+        finish_flush(group.front().done, false);
+        break;
+      case Item::Kind::close:
+        finish_flush(group.front().done, true);
+        return;
+      case Item::Kind::write:
+        commit_group(group);
+        break;
+    }
+  }
+}
+
+void Writer::commit_group(std::vector<Item>& group) {
+  writes_.clear();
+  for (Item& item : group) writes_.push_back(std::move(item.write));
+  std::exception_ptr error;
+  try {
+    backend_->write(writes_);
+  } catch (...) {
+    error = as_pmap_error(std::current_exception(), description_);
+  }
+  if (error) {
+    // Before any future of the group completes, the cache must show what
+    // the backend holds.
+    repair_after(writes_);
+    if (!latched_) latched_ = error;
+  }
+  for (Item& item : group)
+    if (item.done) item.done->complete(error);
+  {
+    std::lock_guard lock(mu_);
+    pending_ -= group.size();
+  }
+  room_cv_.notify_all();
+}
+
+void Writer::repair_after(std::span<const Write> writes) noexcept {
+  const bool all = std::any_of(writes.begin(), writes.end(),
+                               [](const Write& w) { return w.op == Write::Op::clear; });
+  std::vector<StoredEntry> entries;
+  try {
+    if (all) {
+      backend_->scan([&](std::string_view key, std::string_view value) {
+        entries.push_back(StoredEntry{std::string(key), std::string(value)});
+      });
+    } else {
+      std::unordered_set<std::string_view> seen;
+      for (const Write& w : writes)
+        if (seen.insert(w.key).second) entries.push_back(StoredEntry{w.key, backend_->get(w.key)});
+    }
+  } catch (const std::exception& e) {
+    completion_->report(Error(Errc::backend,
+                              "after a failed commit, " + description_ +
+                                  " could not be read back (" + e.what() +
+                                  "); the map's cache may now differ from it: reopen the map"));
+    return;
+  } catch (...) {
+    completion_->report(Error(Errc::backend, "after a failed commit, " + description_ +
+                                                 " could not be read back; reopen the map"));
+    return;
+  }
+  repair_.restore(*this, entries, all);
+}
+
+void Writer::finish_flush(std::shared_ptr<StateBase>& done, bool release_backend) noexcept {
+  std::exception_ptr error;
+  try {
+    backend_->flush();
+  } catch (...) {
+    error = as_pmap_error(std::current_exception(), description_);
+  }
+  std::exception_ptr result = latched_ ? latched_ : error;
+  latched_ = nullptr;
+  if (!release_backend) {
+    done->complete(result);
+    return;
+  }
+  backend_.reset();  // the backend's destructor releases its file and lock
+  std::vector<std::shared_ptr<StateBase>> waiters;
+  {
+    std::lock_guard lock(mu_);
+    closed_ = true;
+    waiters.swap(close_waiters_);
+  }
+  done->complete(result);
+  for (auto& waiter : waiters) waiter->complete(nullptr);
+}
+
+}  // namespace pmap::detail
