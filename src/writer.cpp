@@ -40,7 +40,7 @@ Writer::Writer(std::unique_ptr<Backend> backend, std::shared_ptr<Completion> com
 
 Writer::~Writer() {
   auto done = std::make_shared<State<void>>(completion_);
-  close(done);
+  close(done, /*like_flush=*/false);
   join();
   done->release();  // an unobserved failure of the final commit goes to on_error
 }
@@ -105,7 +105,7 @@ void Writer::push_flush(std::shared_ptr<StateBase> done) {
       Error(Errc::closed, "cannot flush " + description_ + ": the map is closed")));
 }
 
-void Writer::close(std::shared_ptr<StateBase> done) {
+void Writer::close(std::shared_ptr<StateBase> done, bool like_flush) {
   std::unique_lock lock(mu_);
   if (closed_) {
     lock.unlock();
@@ -121,7 +121,7 @@ void Writer::close(std::shared_ptr<StateBase> done) {
   // A write that holds a ticket has already changed the cache: let it queue.
   room_cv_.wait(lock, [&] { return tickets_ == 0; });
   const bool wake = queue_.empty();
-  queue_.push_back(Item{Item::Kind::close, true, {}, std::move(done)});
+  queue_.push_back(Item{Item::Kind::close, like_flush, {}, std::move(done)});
   if (wake) work_cv_.notify_one();
 }
 
@@ -161,10 +161,10 @@ void Writer::run() noexcept {
     }
     switch (group.front().kind) {
       case Item::Kind::flush:
-        finish_flush(group.front().done, false);
+        finish_flush(group.front().done, false, true);
         break;
       case Item::Kind::close:
-        finish_flush(group.front().done, true);
+        finish_flush(group.front().done, true, group.front().last);
         return;
       case Item::Kind::write:
         commit_group(group);
@@ -225,14 +225,15 @@ void Writer::repair_after(std::span<const Write> writes) noexcept {
   repair_.restore(*this, entries, all);
 }
 
-void Writer::finish_flush(std::shared_ptr<StateBase>& done, bool release_backend) noexcept {
+void Writer::finish_flush(std::shared_ptr<StateBase>& done, bool release_backend,
+                          bool report_latched) noexcept {
   std::exception_ptr error;
   try {
     backend_->flush();
   } catch (...) {
     error = as_pmap_error(std::current_exception(), description_);
   }
-  std::exception_ptr result = latched_ ? latched_ : error;
+  std::exception_ptr result = latched_ && report_latched ? latched_ : error;
   latched_ = nullptr;
   if (!release_backend) {
     done->complete(result);

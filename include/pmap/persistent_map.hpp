@@ -175,8 +175,12 @@ class PersistentMap final : private detail::CacheRepair {
   // continuations still queued. A failure goes to Options::on_error.
   ~PersistentMap() {
     try {
-      // Dropping the future hands a failure of this last commit to on_error.
-      close().wait();
+      // Each failed write already went to its future or to on_error; what is
+      // left to report is a failure of the final flush, and dropping this
+      // future hands that to on_error.
+      auto state = new_state<void>();
+      writer_->close(state, /*like_flush=*/false);
+      detail::make_future(std::move(state)).wait();
     } catch (...) {
       // Only allocation can fail here; the writer's own destructor still closes.
     }

@@ -109,9 +109,11 @@ class Writer {
   void push_flush(std::shared_ptr<StateBase> done);
 
   // Stops accepting writes, commits everything accepted, flushes and releases
-  // the backend; done completes after that (failing like a flush). Only the
-  // first call queues anything; later calls complete done when the first does.
-  void close(std::shared_ptr<StateBase> done);
+  // the backend; done completes after that, failing if the final flush failed
+  // or — when like_flush — like a flush (a write failed since the last one).
+  // Only the first call queues anything; later calls complete done, with
+  // success, when the first completes.
+  void close(std::shared_ptr<StateBase> done, bool like_flush = true);
 
   // Waits until the writer thread has ended (after close).
   void join();
@@ -129,6 +131,7 @@ class Writer {
     enum class Kind : unsigned char { write, flush, close };
     Kind kind = Kind::write;
     bool last = true;  // last write of its operation: ends a possible group
+                       // (for close: whether it fails like a flush)
     Write write;
     std::shared_ptr<StateBase> done;  // on the last item of an operation
   };
@@ -137,7 +140,8 @@ class Writer {
   void run() noexcept;
   void commit_group(std::vector<Item>& group);
   void repair_after(std::span<const Write> writes) noexcept;
-  void finish_flush(std::shared_ptr<StateBase>& done, bool release_backend) noexcept;
+  void finish_flush(std::shared_ptr<StateBase>& done, bool release_backend,
+                    bool report_latched) noexcept;
 
   std::unique_ptr<Backend> backend_;  // touched only by the writer thread after construction
   const std::string description_;

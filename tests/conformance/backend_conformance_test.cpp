@@ -1,0 +1,181 @@
+// One suite every backend passes: byte-exact keys and values (NUL bytes,
+// empty strings, newlines, quotes, non-UTF-8), atomic batches in order,
+// clear, and persistence across reopen for the file backends.
+#include <gtest/gtest.h>
+#include <pmap/pmap.hpp>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../support/test_backend.hpp"
+
+namespace {
+
+using pmap::Write;
+using Op = pmap::Write::Op;
+
+struct Flavor {
+  std::string name;
+  // Opens the backend stored under dir (the same data when called again).
+  std::function<std::unique_ptr<pmap::Backend>(const std::filesystem::path& dir)> open;
+  bool persistent;
+};
+
+void PrintTo(const Flavor& flavor, std::ostream* os) { *os << flavor.name; }
+
+std::map<std::string, std::string> contents(pmap::Backend& backend) {
+  std::map<std::string, std::string> out;
+  backend.scan([&](std::string_view k, std::string_view v) {
+    EXPECT_TRUE(out.emplace(std::string(k), std::string(v)).second) << "scan repeated a key";
+  });
+  return out;
+}
+
+class Conformance : public ::testing::TestWithParam<Flavor> {
+ protected:
+  std::unique_ptr<pmap::Backend> open() { return GetParam().open(dir_.path()); }
+  pmap_test::TempDir dir_;
+};
+
+const std::string kNul("a\0b", 3);
+const std::string kBinary("\xff\xfe\x00\x01\x80", 5);
+
+TEST_P(Conformance, PutGetEraseRoundTripBytesExactly) {
+  auto b = open();
+  std::vector<Write> batch = {
+      {Op::put, "plain", "value"},
+      {Op::put, kNul, "nul key"},
+      {Op::put, "nul value", kNul},
+      {Op::put, "", "empty key"},
+      {Op::put, "empty value", ""},
+      {Op::put, "binary", kBinary},
+      {Op::put, "line\nbreak,comma \"quote\"\r\n", "multi\nline\r\nvalue, with \"quotes\""},
+      {Op::put, "#pmap-batch 12", "looks like a marker"},
+      {Op::put, "utf8 \xc3\xa9\xe2\x82\xac", "\xf0\x9f\x98\x80"},
+  };
+  b->write(batch);
+  for (const auto& w : batch) {
+    auto got = b->get(w.key);
+    ASSERT_TRUE(got.has_value()) << "key " << w.key;
+    EXPECT_EQ(*got, w.value) << "key " << w.key;
+  }
+  EXPECT_FALSE(b->get("absent").has_value());
+  EXPECT_FALSE(b->get(std::string("a\0", 2)).has_value()) << "a NUL key must not match its prefix";
+
+  b->write(std::vector<Write>{{Op::erase, kNul, ""}, {Op::erase, "never there", ""}});
+  EXPECT_FALSE(b->get(kNul).has_value());
+  EXPECT_EQ(contents(*b).size(), batch.size() - 1);
+
+  if (!GetParam().persistent) return;
+  b.reset();
+  auto reopened = open();
+  auto all = contents(*reopened);
+  EXPECT_EQ(all.size(), batch.size() - 1);
+  for (const auto& w : batch) {
+    if (w.key == kNul) {
+      EXPECT_FALSE(all.count(w.key));
+      continue;
+    }
+    ASSERT_TRUE(all.count(w.key)) << "lost across reopen: " << w.key;
+    EXPECT_EQ(all[w.key], w.value);
+  }
+}
+
+TEST_P(Conformance, BatchAppliesInOrderLaterWriteWins) {
+  auto b = open();
+  b->write(std::vector<Write>{{Op::put, "k", "1"}, {Op::put, "k", "2"}, {Op::erase, "j", ""},
+                              {Op::put, "j", "3"}, {Op::put, "gone", "x"}, {Op::erase, "gone", ""}});
+  EXPECT_EQ(b->get("k"), "2");
+  EXPECT_EQ(b->get("j"), "3");
+  EXPECT_FALSE(b->get("gone"));
+  if (!GetParam().persistent) return;
+  b.reset();
+  auto r = open();
+  EXPECT_EQ(contents(*r), (std::map<std::string, std::string>{{"j", "3"}, {"k", "2"}}));
+}
+
+TEST_P(Conformance, ClearRemovesEverythingIncludingEarlierInTheBatch) {
+  auto b = open();
+  b->write(std::vector<Write>{{Op::put, "a", "1"}, {Op::put, "b", "2"}});
+  b->write(std::vector<Write>{{Op::put, "c", "3"}, {Op::clear, "", ""}, {Op::put, "d", "4"}});
+  EXPECT_EQ(contents(*b), (std::map<std::string, std::string>{{"d", "4"}}));
+  if (!GetParam().persistent) return;
+  b.reset();
+  auto r = open();
+  EXPECT_EQ(contents(*r), (std::map<std::string, std::string>{{"d", "4"}}));
+}
+
+TEST_P(Conformance, ManyBatchesThenReopen) {
+  auto b = open();
+  std::map<std::string, std::string> expected;
+  for (int i = 0; i < 300; ++i) {
+    std::vector<Write> batch;
+    for (int j = 0; j < 5; ++j) {
+      const std::string key = "key" + std::to_string((i * 7 + j) % 101);
+      if ((i + j) % 4 == 0) {
+        batch.push_back({Op::erase, key, ""});
+        expected.erase(key);
+      } else {
+        const std::string value = std::string(static_cast<std::size_t>(i % 13), 'v') + std::to_string(i);
+        batch.push_back({Op::put, key, value});
+        expected[key] = value;
+      }
+    }
+    b->write(batch);
+  }
+  b->flush();
+  EXPECT_EQ(contents(*b), expected);
+  if (!GetParam().persistent) return;
+  b.reset();
+  auto r = open();
+  EXPECT_EQ(contents(*r), expected);
+}
+
+TEST_P(Conformance, LargeValue) {
+  auto b = open();
+  std::string big(1 << 20, 'x');
+  for (std::size_t i = 0; i < big.size(); i += 1000) big[i] = static_cast<char>('a' + i % 26);
+  b->write(std::vector<Write>{{Op::put, "big", big}});
+  EXPECT_EQ(b->get("big"), big);
+  if (!GetParam().persistent) return;
+  b.reset();
+  EXPECT_EQ(open()->get("big"), big);
+}
+
+TEST_P(Conformance, DescribeNamesTheStore) {
+  auto b = open();
+  const std::string d = b->describe();
+  const std::string scheme = GetParam().name.substr(0, GetParam().name.find('_'));
+  EXPECT_EQ(d.substr(0, scheme.size() + 1), scheme + ":") << d;
+  if (GetParam().persistent) {
+    EXPECT_NE(d.find(dir_.path().string()), std::string::npos) << d;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Backends, Conformance,
+    ::testing::Values(
+        Flavor{"sqlite",
+               [](const std::filesystem::path& dir) {
+                 return std::make_unique<pmap::SqliteBackend>(dir / "c.db");
+               },
+               true},
+        Flavor{"csv",
+               [](const std::filesystem::path& dir) {
+                 return std::make_unique<pmap::CsvBackend>(dir / "c.csv");
+               },
+               true},
+        Flavor{"memory", [](const std::filesystem::path&) { return pmap::open_backend("memory:"); },
+               false},
+        Flavor{"sqlite_uri",
+               [](const std::filesystem::path& dir) {
+                 return pmap::open_backend("sqlite:" + (dir / "u.db").string() +
+                                           "?table=other&synchronous=normal");
+               },
+               true}),
+    [](const ::testing::TestParamInfo<Flavor>& info) { return info.param.name; });
+
+}  // namespace

@@ -1,0 +1,115 @@
+// Test helpers: a backend that counts, pauses and fails on command (built on
+// the real MemoryBackend, the same seam production uses), a gate to hold a
+// thread at a point, and temporary directories.
+#pragma once
+
+#include <pmap/pmap.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <filesystem>
+#include <mutex>
+#include <random>
+#include <string>
+
+namespace pmap_test {
+
+// A latch that can be waited for and opened once; also tells whether a
+// thread has arrived at it.
+class Gate {
+ public:
+  void open() {
+    {
+      std::lock_guard lock(mu_);
+      open_ = true;
+    }
+    cv_.notify_all();
+  }
+  void wait() {
+    std::unique_lock lock(mu_);
+    ++arrived_;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return open_; });
+  }
+  // Blocks until n threads have arrived (or 30 s: then false).
+  bool wait_arrivals(int n) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(30), [&] { return arrived_ >= n; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
+  int arrived_ = 0;
+};
+
+// Shared between a test and its backend (the map owns the backend).
+struct Control {
+  std::atomic<int> writes{0};        // write() calls that committed
+  std::atomic<int> written_ops{0};   // Write entries committed
+  std::atomic<int> fail_next{0};     // fail this many upcoming write() calls
+  std::atomic<int> fail_flushes{0};
+  Gate* pause_in_write = nullptr;    // if set, the next write() waits at it (once)
+  std::mutex mu;
+};
+
+class TestBackend final : public pmap::Backend {
+ public:
+  explicit TestBackend(std::shared_ptr<Control> control) : control_(std::move(control)) {}
+
+  void scan(pmap::ScanSink sink) override { inner_.scan(std::move(sink)); }
+  std::optional<std::string> get(std::string_view key) override { return inner_.get(key); }
+  void write(std::span<const pmap::Write> batch) override {
+    Gate* gate = nullptr;
+    {
+      std::lock_guard lock(control_->mu);
+      gate = std::exchange(control_->pause_in_write, nullptr);
+    }
+    if (gate) gate->wait();
+    if (control_->fail_next.load() > 0) {
+      control_->fail_next.fetch_sub(1);
+      throw std::runtime_error("injected write failure");
+    }
+    inner_.write(batch);
+    control_->writes.fetch_add(1);
+    control_->written_ops.fetch_add(static_cast<int>(batch.size()));
+  }
+  void flush() override {
+    if (control_->fail_flushes.load() > 0) {
+      control_->fail_flushes.fetch_sub(1);
+      throw pmap::Error(pmap::Errc::io, "injected flush failure");
+    }
+  }
+  std::string describe() const override { return "test:"; }
+
+  pmap::MemoryBackend& inner() { return inner_; }
+
+ private:
+  std::shared_ptr<Control> control_;
+  pmap::MemoryBackend inner_;
+};
+
+// A fresh directory under the system temp dir, removed at the end.
+class TempDir {
+ public:
+  TempDir() {
+    std::random_device rd;
+    path_ = std::filesystem::temp_directory_path() /
+            ("pmap-test-" + std::to_string(rd()) + "-" + std::to_string(rd()));
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+}  // namespace pmap_test
