@@ -1,0 +1,449 @@
+// One test (at least) per invariant of DESIGN.md. Races are arranged with
+// gates (a backend that pauses inside write()), not sleeps.
+#include <gtest/gtest.h>
+#include <pmap/pmap.hpp>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <future>
+#include <map>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "../support/test_backend.hpp"
+
+namespace {
+
+using Map = pmap::PersistentMap<std::string, std::string>;
+using pmap_test::Control;
+using pmap_test::Gate;
+using pmap_test::TempDir;
+using pmap_test::TestBackend;
+
+std::map<std::string, std::string> backend_contents(pmap::Backend& b) {
+  std::map<std::string, std::string> out;
+  b.scan([&](std::string_view k, std::string_view v) { out.emplace(k, v); });
+  return out;
+}
+std::map<std::string, std::string> cache_contents(const Map& m) {
+  auto s = m.snapshot();
+  return {s.begin(), s.end()};
+}
+
+// Runs f on a thread; fails the test (instead of hanging) if it takes > 60 s.
+template <class F>
+void within_deadline(F f, const char* what) {
+  auto task = std::async(std::launch::async, std::move(f));
+  ASSERT_EQ(task.wait_for(std::chrono::seconds(60)), std::future_status::ready) << what << ": deadlock";
+  task.get();
+}
+
+// --- 1. Read your writes -----------------------------------------------------
+
+TEST(Invariant1_ReadYourWrites, VisibleToOtherThreadsBeforeTheCommit) {
+  auto control = std::make_shared<Control>();
+  Gate gate;
+  control->pause_in_write = &gate;
+  Map map{std::make_unique<TestBackend>(control)};
+  auto f = map.insert("k", "v");
+  ASSERT_TRUE(gate.wait_arrivals(1));
+  std::optional<std::string> seen;
+  std::thread([&] { seen = map.get("k"); }).join();
+  EXPECT_FALSE(f.ready()) << "the write is still inside the backend";
+  EXPECT_EQ(seen, "v");
+  gate.open();
+  f.get();
+}
+
+TEST(Invariant1_ReadYourWrites, EveryAcceptedWriteIsVisibleToAReader) {
+  Map map{pmap::MemoryBackend()};
+  constexpr int kWriters = 4, kPerWriter = 3000;
+  std::array<std::atomic<int>, kWriters> latest{};
+  for (auto& l : latest) l = -1;
+  std::atomic<bool> done{false};
+  std::atomic<int> misses{0};
+  std::thread reader([&] {
+    std::mt19937 rng(1);
+    while (!done.load()) {
+      const int t = static_cast<int>(rng() % kWriters);
+      const int i = latest[static_cast<std::size_t>(t)].load(std::memory_order_acquire);
+      if (i < 0) continue;
+      if (map.get(std::to_string(t) + ":" + std::to_string(i)) != std::to_string(i)) ++misses;
+    }
+  });
+  std::vector<std::thread> writers;
+  for (int t = 0; t < kWriters; ++t)
+    writers.emplace_back([&, t] {
+      for (int i = 0; i < kPerWriter; ++i) {
+        map.insert(std::to_string(t) + ":" + std::to_string(i), std::to_string(i));
+        latest[static_cast<std::size_t>(t)].store(i, std::memory_order_release);
+      }
+    });
+  for (auto& w : writers) w.join();
+  done = true;
+  reader.join();
+  EXPECT_EQ(misses.load(), 0);
+  EXPECT_EQ(map.size(), static_cast<std::size_t>(kWriters * kPerWriter));
+}
+
+// --- 2. Per-key order ----------------------------------------------------------
+
+TEST(Invariant2_PerKeyOrder, ConcurrentWritesToFewKeysLeaveBackendEqualToCache) {
+  TempDir dir;
+  const auto path = dir / "order.db";
+  std::map<std::string, std::string> shown;
+  {
+    Map map{pmap::SqliteBackend(path)};
+    constexpr int kThreads = 8, kOps = 1500;
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t)
+      threads.emplace_back([&, t] {
+        std::mt19937 rng(static_cast<unsigned>(t));
+        for (int i = 0; i < kOps; ++i) {
+          const std::string key = "k" + std::to_string(rng() % 4);
+          const std::string value = std::to_string(t) + ":" + std::to_string(i);
+          switch (rng() % 8) {
+            case 0: map.erase(key); break;
+            case 1: map.insert(key, value).get(); break;
+            case 2: {
+              pmap::Batch<std::string, std::string> batch;
+              batch.insert(key, value).insert("k" + std::to_string(rng() % 4), value + "b");
+              map.apply(batch);
+              break;
+            }
+            default: map.insert(key, value);
+          }
+        }
+      });
+    for (auto& th : threads) th.join();
+    map.flush().get();
+    shown = cache_contents(map);
+    EXPECT_EQ(backend_contents(map.backend()), shown) << "backend differs from the cache";
+  }
+  Map reopened{pmap::SqliteBackend(path)};
+  EXPECT_EQ(cache_contents(reopened), shown) << "after reopen, the map differs from before closing";
+}
+
+TEST(Invariant2_PerKeyOrder, ConcurrentUpdatesAreAtomicReadModifyWrites) {
+  pmap::PersistentMap<std::string, long> map{pmap::MemoryBackend()};
+  constexpr int kThreads = 8, kOps = 2000;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&] {
+      for (int i = 0; i < kOps; ++i) map.update("counter", [](std::optional<long>& v) { v = v.value_or(0) + 1; });
+    });
+  for (auto& th : threads) th.join();
+  map.flush().get();
+  EXPECT_EQ(map.get("counter"), kThreads * kOps);
+  EXPECT_EQ(map.backend().get("counter"), std::to_string(kThreads * kOps));
+}
+
+// --- 3. Durability: kill -9 loses no completed write -------------------------
+
+struct CrashRun {
+  long acked = -1;
+  std::size_t loaded_at_start = 0;
+};
+
+// Starts the helper, reads its acknowledgements until it has acked at least
+// `min_acks` writes, kills it with SIGKILL, and returns the last ack.
+CrashRun run_and_kill(const std::string& uri, const std::string& mode, long min_acks) {
+  int fds[2];
+  EXPECT_EQ(pipe(fds), 0);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], STDOUT_FILENO);
+    close(fds[0]);
+    close(fds[1]);
+    execl(PMAP_CRASH_WRITER, PMAP_CRASH_WRITER, uri.c_str(), mode.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(fds[1]);
+  FILE* in = fdopen(fds[0], "r");
+  CrashRun run;
+  char line[128];
+  bool killed = false;
+  while (std::fgets(line, sizeof line, in)) {
+    if (std::strncmp(line, "ready ", 6) == 0) {
+      run.loaded_at_start = std::strtoul(line + 6, nullptr, 10);
+      continue;
+    }
+    run.acked = std::strtol(line, nullptr, 10);
+    if (!killed && run.acked >= min_acks) {
+      kill(pid, SIGKILL);  // acks already in the pipe are still read below
+      killed = true;
+    }
+  }
+  std::fclose(in);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "the helper ended on its own";
+  return run;
+}
+
+void expect_all_acked_present(const std::string& uri, long acked) {
+  Map map{uri};
+  for (long i = 0; i <= acked; ++i) {
+    const auto v = map.get("key" + std::to_string(i));
+    ASSERT_TRUE(v.has_value()) << "acknowledged write " << i << " of " << acked << " lost in " << uri;
+    ASSERT_EQ(*v, "value " + std::to_string(i) + std::string(static_cast<std::size_t>(i % 50), '.'));
+  }
+}
+
+class Invariant3_Durability : public ::testing::TestWithParam<std::pair<std::string, std::string>> {};
+
+TEST_P(Invariant3_Durability, KillNineLosesNoAcknowledgedWrite) {
+  TempDir dir;
+  const auto& [scheme, mode] = GetParam();
+  const std::string uri = scheme + ":" + (dir / ("crash." + scheme)).string();
+  // Twice: the second run starts from the file the first one was killed over.
+  for (int round = 0; round < 2; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    const CrashRun run = run_and_kill(uri, mode, 150);
+    ASSERT_GE(run.acked, 150);
+    expect_all_acked_present(uri, run.acked);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, Invariant3_Durability,
+                         ::testing::Values(std::pair{"sqlite", "awaited"}, std::pair{"sqlite", "flushed"},
+                                           std::pair{"sqlite", "batches"}, std::pair{"csv", "awaited"},
+                                           std::pair{"csv", "flushed"}, std::pair{"csv", "batches"}),
+                         [](const auto& info) { return info.param.first + "_" + info.param.second; });
+
+// --- 4. No divergence on failure ----------------------------------------------
+
+TEST(Invariant4_NoDivergence, FailedInsertFailsItsFutureAndRestoresTheCache) {
+  auto control = std::make_shared<Control>();
+  Map map{std::make_unique<TestBackend>(control)};
+  map.insert("k", "old").get();
+  control->fail_next = 1;
+  auto failed = map.insert("k", "new");
+  auto fresh = [&] {
+    control->fail_next = 1;
+    return map.insert("fresh", "x");
+  };
+  try {
+    failed.get();
+    FAIL() << "the write must fail";
+  } catch (const pmap::Error& e) {
+    EXPECT_EQ(e.code(), pmap::Errc::backend);
+    EXPECT_NE(std::string(e.what()).find("injected write failure"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(map.get("k"), "old") << "the cache must show what the backend holds";
+  EXPECT_THROW(fresh().get(), pmap::Error);
+  EXPECT_FALSE(map.contains("fresh")) << "a key the backend never got must vanish from the cache";
+  EXPECT_EQ(map.size(), 1u);
+  EXPECT_EQ(map.insert("k", "later").get(), "old") << "later writes still work";
+  EXPECT_EQ(map.backend().get("k"), "later");
+}
+
+TEST(Invariant4_NoDivergence, CacheIsRestoredBeforeTheFailedFutureCompletes) {
+  auto control = std::make_shared<Control>();
+  Map map{std::make_unique<TestBackend>(control)};
+  map.insert("k", "old").get();
+  control->fail_next = 1;
+  std::promise<std::optional<std::string>> seen_in_continuation;
+  map.insert("k", "new").then([&](auto&& f) {
+    EXPECT_THROW(f.get(), pmap::Error);
+    seen_in_continuation.set_value(map.get("k"));
+  });
+  EXPECT_EQ(seen_in_continuation.get_future().get(), "old");
+}
+
+TEST(Invariant4_NoDivergence, NewerQueuedWriteKeepsItsValue) {
+  auto control = std::make_shared<Control>();
+  Gate gate;
+  Map map{std::make_unique<TestBackend>(control)};
+  map.insert("k", "committed").get();
+  control->pause_in_write = &gate;
+  auto doomed = map.insert("k", "doomed");  // its group waits inside write()
+  ASSERT_TRUE(gate.wait_arrivals(1));
+  auto newer = map.insert("k", "newer");  // queued behind it
+  map.insert("other", "x");               // also queued
+  control->fail_next = 1;                  // the paused write will fail
+  gate.open();
+  EXPECT_THROW(doomed.get(), pmap::Error);
+  EXPECT_EQ(newer.get(), "doomed") << "the cache showed 'doomed' when 'newer' was accepted";
+  EXPECT_THROW(map.flush().get(), pmap::Error) << "a write failed since the last flush";
+  EXPECT_EQ(map.get("k"), "newer");
+  EXPECT_EQ(map.backend().get("k"), "newer");
+}
+
+TEST(Invariant4_NoDivergence, FailedEraseBatchAndClearAreRolledBack) {
+  auto control = std::make_shared<Control>();
+  Map map{std::make_unique<TestBackend>(control)};
+  map.insert("a", "1").get();
+  map.insert("b", "2").get();
+
+  control->fail_next = 1;
+  EXPECT_THROW(map.erase("a").get(), pmap::Error);
+  EXPECT_EQ(map.get("a"), "1");
+
+  pmap::Batch<std::string, std::string> batch;
+  batch.insert("a", "changed").erase("b").insert("c", "new");
+  control->fail_next = 1;
+  EXPECT_THROW(map.apply(batch).get(), pmap::Error);
+  EXPECT_EQ(cache_contents(map), (std::map<std::string, std::string>{{"a", "1"}, {"b", "2"}}));
+
+  control->fail_next = 1;
+  EXPECT_THROW(map.clear().get(), pmap::Error);
+  EXPECT_EQ(cache_contents(map), (std::map<std::string, std::string>{{"a", "1"}, {"b", "2"}}));
+  EXPECT_EQ(map.size(), 2u);
+
+  map.clear().get();
+  EXPECT_TRUE(map.empty());
+  EXPECT_TRUE(backend_contents(map.backend()).empty());
+}
+
+TEST(Invariant4_NoDivergence, FailuresUnderConcurrencyLeaveCacheEqualToBackend) {
+  auto control = std::make_shared<Control>();
+  Map map{std::make_unique<TestBackend>(control)};
+  std::atomic<int> failures{0}, successes{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(static_cast<unsigned>(t) + 100);
+      for (int i = 0; i < 400; ++i) {
+        if (rng() % 10 == 0) control->fail_next = 1;
+        const std::string key = "k" + std::to_string(rng() % 8);
+        try {
+          if (rng() % 3 == 0)
+            map.erase(key).get();
+          else
+            map.insert(key, std::to_string(t * 1000 + i)).get();
+          ++successes;
+        } catch (const pmap::Error&) {
+          ++failures;
+        }
+      }
+    });
+  for (auto& th : threads) th.join();
+  control->fail_next = 0;
+  try {
+    map.flush().get();
+  } catch (const pmap::Error&) {
+    // expected: writes failed since the last flush
+  }
+  EXPECT_GT(failures.load(), 0);
+  EXPECT_GT(successes.load(), 0);
+  EXPECT_EQ(cache_contents(map), backend_contents(map.backend()));
+}
+
+// --- 5. Group commit ------------------------------------------------------------
+
+TEST(Invariant5_GroupCommit, WritesWaitingTogetherCommitTogether) {
+  auto control = std::make_shared<Control>();
+  Gate gate;
+  control->pause_in_write = &gate;
+  Map map{std::make_unique<TestBackend>(control)};
+  auto first = map.insert("first", "x");
+  ASSERT_TRUE(gate.wait_arrivals(1));  // the writer is busy with a commit
+  std::vector<std::thread> threads;
+  std::vector<std::vector<pmap::Future<std::optional<std::string>>>> futures(8);
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 125; ++i)
+        futures[static_cast<std::size_t>(t)].push_back(map.insert(std::to_string(t) + "/" + std::to_string(i), "v"));
+    });
+  for (auto& th : threads) th.join();
+  gate.open();
+  first.get();
+  for (auto& fs : futures)
+    for (auto& f : fs) f.get();
+  EXPECT_EQ(control->written_ops.load(), 1001);
+  EXPECT_EQ(control->writes.load(), 2) << "1000 waiting writers should share one commit";
+}
+
+TEST(Invariant5_GroupCommit, GroupsRespectTheConfiguredLimitAndNeverSplitABatch) {
+  auto control = std::make_shared<Control>();
+  Gate gate;
+  control->pause_in_write = &gate;
+  pmap::Options options;
+  options.max_group_writes = 10;
+  Map map{std::make_unique<TestBackend>(control), options};
+  auto first = map.insert("first", "x");
+  ASSERT_TRUE(gate.wait_arrivals(1));
+  for (int i = 0; i < 95; ++i) map.insert(std::to_string(i), "v");
+  pmap::Batch<std::string, std::string> batch;
+  for (int i = 0; i < 25; ++i) batch.insert("b" + std::to_string(i), "v");
+  auto applied = map.apply(batch);
+  gate.open();
+  applied.get();
+  // 1 + ceil(95/10)=10 groups of singles (the last takes 5 and then the
+  // whole batch of 25, never split).
+  EXPECT_EQ(control->written_ops.load(), 121);
+  EXPECT_EQ(control->writes.load(), 11);
+}
+
+// --- 6. Bounded memory: back-pressure -------------------------------------------
+
+TEST(Invariant6_BackPressure, WritersWaitWhenTheQueueIsFull) {
+  auto control = std::make_shared<Control>();
+  Gate gate;
+  control->pause_in_write = &gate;
+  pmap::Options options;
+  options.max_pending_writes = 8;
+  Map map{std::make_unique<TestBackend>(control), options};
+  std::atomic<int> accepted{0};
+  auto producer = std::async(std::launch::async, [&] {
+    for (int i = 0; i < 100; ++i) {
+      map.insert("k" + std::to_string(i), "v");
+      ++accepted;
+    }
+  });
+  ASSERT_TRUE(gate.wait_arrivals(1));  // the first write is stuck in the backend
+  // Without back-pressure the producer would finish all 100 at once; with it,
+  // it cannot get past 8 while the disk is stuck, however long we wait.
+  EXPECT_EQ(producer.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout);
+  EXPECT_LE(accepted.load(), 8);
+  // Reads are not held up by the full queue.
+  EXPECT_EQ(map.get("k0"), "v");
+  gate.open();
+  ASSERT_EQ(producer.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  map.flush().get();
+  EXPECT_EQ(accepted.load(), 100);
+  EXPECT_EQ(control->written_ops.load(), 100);
+}
+
+TEST(Invariant6_BackPressure, ABatchLargerThanTheQueueIsStillAccepted) {
+  pmap::Options options;
+  options.max_pending_writes = 4;
+  Map map{pmap::MemoryBackend(), options};
+  pmap::Batch<std::string, std::string> batch;
+  for (int i = 0; i < 50; ++i) batch.insert(std::to_string(i), "v");
+  within_deadline([&] { map.apply(batch).get(); }, "oversized batch");
+  EXPECT_EQ(map.size(), 50u);
+}
+
+// --- 7. Nothing blocks readers ---------------------------------------------------
+
+TEST(Invariant7_ReadersNeverBlock, ReadsProceedWhileTheWriterIsStuckInIo) {
+  auto control = std::make_shared<Control>();
+  Gate gate;
+  Map map{std::make_unique<TestBackend>(control)};
+  for (int i = 0; i < 100; ++i) map.insert("k" + std::to_string(i), "v");
+  map.flush().get();
+  control->pause_in_write = &gate;
+  auto stuck = map.insert("stuck", "x");
+  ASSERT_TRUE(gate.wait_arrivals(1));
+  within_deadline(
+      [&] {
+        for (int round = 0; round < 100; ++round)
+          for (int i = 0; i < 100; ++i) ASSERT_TRUE(map.contains("k" + std::to_string(i)));
+        EXPECT_EQ(map.get("stuck"), "x");
+        EXPECT_EQ(map.size(), 101u);
+        EXPECT_EQ(map.snapshot().size(), 101u);
+        int n = 0;
+        map.for_each([&](const std::string&, const std::string&) { ++n; });
+        EXPECT_EQ(n, 101);
+      },
+      "reading while the writer is stuck");
+  gate.open();
+  stuck.get();
+}
+
+}  // namespace
