@@ -1,0 +1,248 @@
+// The CSV backend: RFC 4180 files at rest, hand-written input, malformed
+// input rejected by line and left untouched, appends that cost the batch,
+// and a torn append at every byte offset.
+#include <gtest/gtest.h>
+#include <pmap/pmap.hpp>
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "../support/test_backend.hpp"
+
+namespace {
+
+using Map = pmap::PersistentMap<std::string, std::string>;
+using pmap::Write;
+using Op = pmap::Write::Op;
+using pmap_test::TempDir;
+
+std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+void spit(const std::filesystem::path& p, const std::string& content) {
+  std::ofstream(p, std::ios::binary | std::ios::trunc) << content;
+}
+std::map<std::string, std::string> contents(pmap::Backend& b) {
+  std::map<std::string, std::string> out;
+  b.scan([&](std::string_view k, std::string_view v) { out.emplace(k, v); });
+  return out;
+}
+
+TEST(Csv, FileAtRestIsPlainRfc4180) {
+  TempDir dir;
+  const auto path = dir / "data.csv";
+  {
+    Map map{pmap::CsvBackend(path)};
+    map.insert("plain", "value");
+    map.insert("comma", "a,b");
+    map.insert("quote", "say \"hi\"");
+    map.insert("newline", "two\nlines");
+    map.insert("crlf", "x\r\ny");
+    map.insert("empty", "");
+    map.insert("utf8", "h\xc3\xa9llo");
+    map.insert("#hash", "starts with #");
+    map.insert("gone", "soon");
+    map.erase("gone");
+  }
+  EXPECT_EQ(slurp(path),
+            "key,value\n"
+            "\"#hash\",starts with #\n"
+            "comma,\"a,b\"\n"
+            "crlf,\"x\r\ny\"\n"
+            "empty,\n"
+            "newline,\"two\nlines\"\n"
+            "plain,value\n"
+            "quote,\"say \"\"hi\"\"\"\n"
+            "utf8,h\xc3\xa9llo\n");
+  Map again{pmap::CsvBackend(path)};
+  EXPECT_EQ(again.get("crlf"), "x\r\ny");
+  EXPECT_EQ(again.get("quote"), "say \"hi\"");
+  EXPECT_EQ(again.get("empty"), "");
+  EXPECT_EQ(again.get("#hash"), "starts with #");
+  EXPECT_EQ(again.size(), 8u);
+}
+
+TEST(Csv, PythonsCsvModuleReadsTheSameRows) {
+  if (std::system("python3 -c 'import csv' >/dev/null 2>&1") != 0) GTEST_SKIP() << "python3 is not installed";
+  TempDir dir;
+  const auto path = dir / "py.csv";
+  {
+    Map map{pmap::CsvBackend(path)};
+    map.insert("a,b", "1\n2");
+    map.insert("q\"", "");
+  }
+  const auto out = dir / "out.txt";
+  const std::string cmd = "python3 -c 'import csv,sys; rows=list(csv.reader(open(sys.argv[1], newline=\"\")));"
+                          " open(sys.argv[2],\"w\").write(repr(rows))' " +
+                          path.string() + " " + out.string();
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  EXPECT_EQ(slurp(out), "[['key', 'value'], ['a,b', '1\\n2'], ['q\"', '']]");
+}
+
+TEST(Csv, HandWrittenFileLoads) {
+  TempDir dir;
+  const auto path = dir / "hand.csv";
+  spit(path,
+       "\xEF\xBB\xBFkey,value\r\n"
+       "b,first\r\n"
+       "a,\"quoted, with comma\"\r\n"
+       "\r\n"
+       "b,second wins\r\n"
+       "c,bare \"quotes\" kept\r\n"
+       "\"multi\nline key\",\"\"\r\n"
+       "last,no newline at the end");
+  Map map{pmap::CsvBackend(path)};
+  EXPECT_EQ(map.size(), 5u);
+  EXPECT_EQ(map.get("a"), "quoted, with comma");
+  EXPECT_EQ(map.get("b"), "second wins");
+  EXPECT_EQ(map.get("c"), "bare \"quotes\" kept");
+  EXPECT_EQ(map.get("multi\nline key"), "");
+  EXPECT_EQ(map.get("last"), "no newline at the end");
+}
+
+struct Malformed {
+  std::string content;
+  int line;
+  std::string why;
+};
+
+TEST(Csv, MalformedFileIsRejectedWithItsLineAndLeftUntouched) {
+  const std::vector<Malformed> cases = {
+      {"name,value\na,1\n", 1, "header"},
+      {"key,value\na,1\nb,2,3\n", 3, "found 3"},
+      {"key,value\na,1\nonly-one-field\n", 3, "found 1"},
+      {"key,value\na,\"never closed\nb,2\n", 2, "never closed"},
+      {"key,value\na,\"x\"y\n", 2, "closing quote"},
+      {"key,value\n\"two\nline\",1\nbad\n", 4, "found 1"},
+      {"key,value\na,1\rb,2\n", 2, "carriage return"},
+      {"key,value\n#pmap-batch x\na,1\n", 2, "marker"},
+      {"key,value\n#pmap-batch 6\na,b,c\n", 3, "batch line"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.content);
+    TempDir dir;
+    const auto path = dir / "bad.csv";
+    spit(path, c.content);
+    try {
+      Map map{pmap::CsvBackend(path)};
+      ADD_FAILURE() << "loaded a malformed file";
+    } catch (const pmap::Error& e) {
+      EXPECT_EQ(e.code(), pmap::Errc::corrupt);
+      const std::string what = e.what();
+      EXPECT_NE(what.find("bad.csv line " + std::to_string(c.line) + ":"), std::string::npos) << what;
+      EXPECT_NE(what.find(c.why), std::string::npos) << what;
+    }
+    EXPECT_EQ(slurp(path), c.content) << "the file must be left untouched";
+    EXPECT_FALSE(std::filesystem::exists(dir / "bad.csv.pmap-tmp"));
+  }
+}
+
+TEST(Csv, AWriteAppendsTheBatchNotTheFile) {
+  TempDir dir;
+  const auto path = dir / "append.csv";
+  pmap::CsvBackend b(path);
+  std::vector<Write> bulk;
+  for (int i = 0; i < 2000; ++i) bulk.push_back({Op::put, "key" + std::to_string(i), std::string(40, 'v')});
+  b.write(bulk);
+  struct stat before {};
+  ASSERT_EQ(stat(path.c_str(), &before), 0);
+  b.write(std::vector<Write>{{Op::put, "key7", "new"}});
+  struct stat after {};
+  ASSERT_EQ(stat(path.c_str(), &after), 0);
+  const std::string appended = "#pmap-batch 9\nkey7,new\n";
+  EXPECT_EQ(after.st_size - before.st_size, static_cast<off_t>(appended.size()));
+  EXPECT_EQ(after.st_ino, before.st_ino) << "the file was rewritten, not appended to";
+  const std::string content = slurp(path);
+  EXPECT_EQ(content.substr(content.size() - appended.size()), appended);
+}
+
+TEST(Csv, CompactsWhenDeadRowsOutweighLiveOnes) {
+  TempDir dir;
+  const auto path = dir / "compact.csv";
+  pmap::CsvBackend b(path);
+  b.write(std::vector<Write>{{Op::put, "a", "1"}, {Op::put, "b", "2"}});
+  std::uintmax_t largest = 0;
+  for (int i = 0; i < 500; ++i) {
+    b.write(std::vector<Write>{{Op::put, "a", std::to_string(i)}});
+    largest = std::max(largest, std::filesystem::file_size(path));
+  }
+  // Without compaction the file would hold ~500 batches (~10 KB).
+  EXPECT_LT(largest, 2000u);
+  EXPECT_EQ(contents(b), (std::map<std::string, std::string>{{"a", "499"}, {"b", "2"}}));
+}
+
+TEST(Csv, CloseLeavesTheCompactForm) {
+  TempDir dir;
+  const auto path = dir / "close.csv";
+  {
+    pmap::CsvBackend b(path);
+    b.write(std::vector<Write>{{Op::put, "b", "2"}, {Op::put, "a", "1"}});
+    b.write(std::vector<Write>{{Op::erase, "b", ""}});
+    EXPECT_NE(slurp(path).find("#pmap-batch"), std::string::npos);
+  }
+  EXPECT_EQ(slurp(path), "key,value\na,1\n");
+}
+
+TEST(Csv, TornAppendAtEveryByteLoadsTheLastCommittedState) {
+  TempDir dir;
+  const auto path = dir / "full.csv";
+  std::vector<std::pair<std::size_t, std::map<std::string, std::string>>> committed;
+  std::string full;
+  {
+    pmap::CsvBackend b(path);
+    b.write(std::vector<Write>{{Op::put, "base", "0"}});
+  }  // compacted: the batches below are appended to a clean file
+  {
+    pmap::CsvBackend b(path);
+    committed.emplace_back(slurp(path).size(), contents(b));
+    const std::vector<std::vector<Write>> batches = {
+        {{Op::put, "a", "1"}, {Op::put, "b", "x,y"}},
+        {{Op::erase, "base", ""}, {Op::put, "", "empty key"}},
+        {{Op::put, "c", "multi\nline \"q\""}},
+        {{Op::erase, "", ""}, {Op::put, "a", "2"}, {Op::put, "#k", "#v"}},
+    };
+    for (const auto& batch : batches) {
+      b.write(batch);
+      committed.emplace_back(slurp(path).size(), contents(b));
+    }
+    full = slurp(path);
+  }
+  ASSERT_EQ(full.size(), committed.back().first);
+  for (std::size_t cut = committed.front().first; cut <= full.size(); ++cut) {
+    SCOPED_TRACE("cut at byte " + std::to_string(cut));
+    const auto torn = dir / "torn.csv";
+    spit(torn, full.substr(0, cut));
+    std::size_t k = 0;
+    while (k + 1 < committed.size() && committed[k + 1].first <= cut) ++k;
+    pmap::CsvBackend b(torn);
+    ASSERT_EQ(contents(b), committed[k].second);
+  }
+}
+
+TEST(Csv, SecondOpenerIsLockedAndDirectoriesAreRefused) {
+  TempDir dir;
+  const auto path = dir / "lock.csv";
+  pmap::CsvBackend first(path);
+  try {
+    pmap::CsvBackend second(path);
+    FAIL();
+  } catch (const pmap::Error& e) {
+    EXPECT_EQ(e.code(), pmap::Errc::locked);
+    EXPECT_NE(std::string(e.what()).find("lock.csv"), std::string::npos) << e.what();
+  }
+  try {
+    pmap::CsvBackend d(dir.path());
+    FAIL();
+  } catch (const pmap::Error& e) {
+    EXPECT_EQ(e.code(), pmap::Errc::io);
+    EXPECT_NE(std::string(e.what()).find("is a directory"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace

@@ -1,0 +1,200 @@
+// The SQLite backend's own behaviour: bad paths and files, table names,
+// locking, and a schema ordinary tools can read.
+#include <gtest/gtest.h>
+#include <pmap/pmap.hpp>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "../support/test_backend.hpp"
+
+namespace {
+
+using Map = pmap::PersistentMap<std::string, std::string>;
+using pmap_test::TempDir;
+
+std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<std::string> files_in(const std::filesystem::path& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Expects f() to throw pmap::Error with code, its message containing every
+// one of needles.
+template <class F>
+void expect_error(F f, pmap::Errc code, std::initializer_list<std::string> needles) {
+  try {
+    f();
+    ADD_FAILURE() << "expected pmap::Error " << pmap::to_string(code);
+  } catch (const pmap::Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
+  }
+}
+
+TEST(Sqlite, FileThatIsNotADatabaseIsRejectedAndLeftUntouched) {
+  TempDir dir;
+  const auto path = dir / "notes.txt";
+  std::string content;
+  for (int i = 0; i < 200; ++i) content += "line " + std::to_string(i) + ", not SQL\n";
+  std::ofstream(path, std::ios::binary) << content;
+  expect_error([&] { pmap::SqliteBackend b(path); }, pmap::Errc::corrupt, {"notes.txt", "not a SQLite database"});
+  EXPECT_EQ(slurp(path), content);
+  EXPECT_EQ(files_in(dir.path()), std::vector<std::string>{"notes.txt"}) << "nothing may be created beside it";
+}
+
+TEST(Sqlite, DamagedDatabaseIsAClearErrorNotACrash) {
+  TempDir dir;
+  const auto path = dir / "damaged.db";
+  std::string content("SQLite format 3\0", 16);
+  content += std::string(4000, '\x5a');
+  std::ofstream(path, std::ios::binary) << content;
+  expect_error([&] { Map m{pmap::SqliteBackend(path)}; }, pmap::Errc::corrupt, {"damaged.db"});
+  EXPECT_EQ(slurp(path), content);
+}
+
+TEST(Sqlite, BadPathsAreIoErrorsThatSayWhy) {
+  TempDir dir;
+  expect_error([&] { pmap::SqliteBackend b(dir.path()); }, pmap::Errc::io, {"is a directory"});
+  expect_error([&] { pmap::SqliteBackend b(dir / "missing" / "x.db"); }, pmap::Errc::io,
+               {"missing", "does not exist"});
+  std::ofstream(dir / "plain") << "x";
+  expect_error([&] { pmap::SqliteBackend b(dir / "plain" / "x.db"); }, pmap::Errc::io, {"plain"});
+  EXPECT_EQ(slurp(dir / "plain"), "x");
+}
+
+TEST(Sqlite, TableNamesAreValidated) {
+  TempDir dir;
+  for (const char* bad : {"", "two words", "1st", "x;DROP TABLE kv", "sqlite_master", "quo\"te"}) {
+    SCOPED_TRACE(bad);
+    expect_error([&] { pmap::SqliteBackend b(dir / "t.db", {.table = bad}); }, pmap::Errc::invalid_argument,
+                 {"table name"});
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir / "t.db"));
+}
+
+TEST(Sqlite, ForeignTableWithTheSameNameIsRefused) {
+  TempDir dir;
+  const auto path = dir / "app.db";
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "CREATE TABLE kv (id INTEGER PRIMARY KEY, name TEXT)", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  try {
+    pmap::SqliteBackend b(path);
+    FAIL();
+  } catch (const pmap::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("table kv"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Sqlite, SeveralMapsShareAFileOnDifferentTables) {
+  TempDir dir;
+  const auto path = dir / "shared.db";
+  {
+    Map users{pmap::SqliteBackend(path, {.table = "users"})};
+    Map sessions{pmap::SqliteBackend(path, {.table = "sessions"})};
+    for (int i = 0; i < 50; ++i) {
+      users.insert("u" + std::to_string(i), "user");
+      sessions.insert("s" + std::to_string(i), "session");
+    }
+  }
+  Map users{pmap::SqliteBackend(path, {.table = "users"})};
+  Map sessions{pmap::SqliteBackend(path, {.table = "sessions"})};
+  EXPECT_EQ(users.size(), 50u);
+  EXPECT_EQ(sessions.size(), 50u);
+  EXPECT_FALSE(users.contains("s1"));
+}
+
+TEST(Sqlite, SecondOpenerInThisProcessIsLocked) {
+  TempDir dir;
+  const auto path = dir / "locked.db";
+  Map first{pmap::SqliteBackend(path)};
+  first.insert("k", "v").get();
+  expect_error([&] { Map second{pmap::SqliteBackend(path)}; }, pmap::Errc::locked,
+               {"locked.db", "kv", "this process"});
+  Map other_table{pmap::SqliteBackend(path, {.table = "other"})};  // a different table is fine
+  EXPECT_EQ(first.get("k"), "v");
+}
+
+TEST(Sqlite, SecondOpenerInAnotherProcessIsLockedAndToldThePid) {
+  TempDir dir;
+  const std::string uri = "sqlite:" + (dir / "proc.db").string();
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], STDOUT_FILENO);
+    close(fds[0]);
+    execl(PMAP_CRASH_WRITER, PMAP_CRASH_WRITER, uri.c_str(), "awaited", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(fds[1]);
+  char buf[64] = {};
+  ASSERT_GT(read(fds[0], buf, sizeof buf - 1), 0);  // "ready ...": it holds the map
+  expect_error([&] { Map m{std::string_view(uri)}; }, pmap::Errc::locked,
+               {"proc.db", "process " + std::to_string(pid)});
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  close(fds[0]);
+  Map after{std::string_view(uri)};  // a killed holder's lock is gone with it
+  EXPECT_GT(after.size(), 0u);
+}
+
+TEST(Sqlite, TextIsStoredAsTextAndBinaryAsBlob) {
+  TempDir dir;
+  const auto path = dir / "readable.db";
+  {
+    Map map{pmap::SqliteBackend(path)};
+    map.insert("alice", "likes \"tea\", é");
+    map.insert(std::string("bin\0ary", 7), std::string("\xff\x00", 2));
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT value, typeof(key) FROM kv WHERE key = 'alice'", -1, &stmt, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0))), "likes \"tea\", é");
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 1))), "text");
+  sqlite3_finalize(stmt);
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT count(*) FROM kv WHERE typeof(key) = 'blob'", -1, &stmt, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(stmt, 0), 1);
+  sqlite3_finalize(stmt);
+  ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &stmt, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0))), "wal");
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+}
+
+TEST(Sqlite, SynchronousNormalFlushCheckpoints) {
+  TempDir dir;
+  const auto path = dir / "normal.db";
+  Map map{pmap::SqliteBackend(path, {.synchronous = pmap::Synchronous::normal})};
+  for (int i = 0; i < 100; ++i) map.insert(std::to_string(i), "v");
+  map.flush().get();
+  // After a checkpoint the main database file holds the rows, not only the WAL.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT count(*) FROM kv", -1, &stmt, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(stmt, 0), 100);
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  EXPECT_GT(std::filesystem::file_size(path), 4096u);
+}
+
+}  // namespace
