@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
-pmap_install_deps libgtest-dev libgmock-dev sqlite3
+pmap_install_deps libgtest-dev libgmock-dev
 
 run_preset() {
   local preset=$1

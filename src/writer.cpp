@@ -67,23 +67,30 @@ void Writer::unreserve(std::size_t n) noexcept {
 }
 
 void Writer::push(Ticket& ticket, Write write, std::shared_ptr<StateBase> done) {
-  std::vector<Write> one;
-  one.push_back(std::move(write));
-  push(ticket, std::move(one), std::move(done));
+  enqueue(ticket, 1, [&] {
+    queue_.push_back(Item{Item::Kind::write, true, std::move(write), std::move(done)});
+  });
 }
 
 void Writer::push(Ticket& ticket, std::vector<Write> writes, std::shared_ptr<StateBase> done) {
-  bool wake, closing;
-  {
-    std::lock_guard lock(mu_);
-    wake = queue_.empty();
+  enqueue(ticket, writes.size(), [&] {
     for (std::size_t i = 0; i < writes.size(); ++i) {
       const bool last = i + 1 == writes.size();
       queue_.push_back(
           Item{Item::Kind::write, last, std::move(writes[i]), last ? std::move(done) : nullptr});
     }
+  });
+}
+
+template <class Append>
+void Writer::enqueue(Ticket& ticket, std::size_t used, Append append) {
+  bool wake, closing;
+  {
+    std::lock_guard lock(mu_);
+    wake = queue_.empty();
+    append();
     tickets_ -= ticket.count_;
-    pending_ -= ticket.count_ - writes.size();  // room reserved but not used goes back
+    pending_ -= ticket.count_ - used;  // room reserved but not used goes back
     ticket.writer_ = nullptr;
     closing = closing_;
   }

@@ -93,10 +93,21 @@ template <class K>
 struct KeyTraits {
   using Hash = std::hash<K>;
   using Equal = std::equal_to<K>;
+  // K itself, or anything that converts to K (map.get(5) on an int64_t map).
   template <class Q>
-  static constexpr bool kLookup = std::is_same_v<std::remove_cvref_t<Q>, K>;
-  static const K& view(const K& key) noexcept { return key; }
-  static void encode(const K& key, std::string& out) { Codec<K>::encode(key, out); }
+  static constexpr bool kLookup =
+      std::is_same_v<std::remove_cvref_t<Q>, K> || std::is_convertible_v<const Q&, K>;
+  template <class Q>
+  static decltype(auto) view(const Q& key) {
+    if constexpr (std::is_same_v<std::remove_cvref_t<Q>, K>)
+      return (key);  // const K&: no copy
+    else
+      return K(key);
+  }
+  template <class Q>
+  static void encode(const Q& key, std::string& out) {
+    Codec<K>::encode(view(key), out);
+  }
 };
 
 template <>
@@ -126,8 +137,9 @@ struct KeyTraits<std::string> {
 
 }  // namespace detail
 
-// Q is a type the map can look K up by: K itself, or for std::string keys
-// anything convertible to std::string_view.
+// Q is a type the map can look K up by: K itself or anything convertible to
+// it; for std::string keys, anything convertible to std::string_view (looked
+// up without building a std::string).
 template <class K, class Q>
 concept LookupKeyFor = detail::KeyTraits<K>::template kLookup<Q>;
 

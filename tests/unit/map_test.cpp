@@ -267,3 +267,78 @@ TEST(Map, ValuesOfEveryBuiltInCodecSurviveReopen) {
 }
 
 }  // namespace
+
+namespace {
+
+struct Note {
+  std::string text;
+};
+void to_json(nlohmann::json& j, const Note& n) { j = nlohmann::json{{"text", n.text}}; }
+void from_json(const nlohmann::json& j, Note& n) { j.at("text").get_to(n.text); }
+
+TEST(Map, ValueThatCannotEncodeThrowsAndChangesNothing) {
+  auto control = std::make_shared<pmap_test::Control>();
+  pmap::PersistentMap<std::string, Note> map{std::make_unique<pmap_test::TestBackend>(control)};
+  map.insert("ok", Note{"fine"}).get();
+  try {
+    map.insert("bad", Note{"\xff\xfe not UTF-8"});
+    FAIL() << "JSON cannot hold invalid UTF-8";
+  } catch (const pmap::Error& e) {
+    EXPECT_EQ(e.code(), pmap::Errc::codec);
+  }
+  EXPECT_FALSE(map.contains("bad"));
+  map.flush().get();
+  EXPECT_EQ(control->written_ops.load(), 1);
+}
+
+TEST(Map, DestructorReportsAFailedFinalFlushToOnError) {
+  auto control = std::make_shared<pmap_test::Control>();
+  std::vector<std::string> reports;
+  pmap::Options options;
+  options.on_error = [&](const pmap::Error& e) { reports.emplace_back(e.what()); };
+  {
+    Map map{std::make_unique<pmap_test::TestBackend>(control), options};
+    map.insert("k", "v");
+    control->fail_flushes = 1;
+  }  // on_error ran on the completion thread, which the destructor joined
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_NE(reports[0].find("injected flush failure"), std::string::npos) << reports[0];
+  EXPECT_EQ(control->written_ops.load(), 1) << "the accepted write was committed first";
+}
+
+TEST(Map, CloseWhileWritingCommitsEveryAcceptedWriteAndRejectsTheRest) {
+  TempDir dir;
+  const auto path = dir / "closing.db";
+  std::vector<std::vector<std::string>> accepted(4);
+  {
+    Map map{pmap::SqliteBackend(path)};
+    std::atomic<int> started{0};
+    std::vector<std::thread> writers;
+    for (int t = 0; t < 4; ++t)
+      writers.emplace_back([&, t] {
+        for (int i = 0;; ++i) {
+          const std::string key = std::to_string(t) + "/" + std::to_string(i);
+          try {
+            map.insert(key, "v");
+          } catch (const pmap::Error& e) {
+            EXPECT_EQ(e.code(), pmap::Errc::closed);
+            return;
+          }
+          accepted[static_cast<std::size_t>(t)].push_back(key);
+          if (i == 100) ++started;
+        }
+      });
+    while (started.load() < 4) std::this_thread::yield();
+    map.close().get();
+    for (auto& w : writers) w.join();
+  }
+  Map reopened{pmap::SqliteBackend(path)};
+  std::size_t total = 0;
+  for (const auto& keys : accepted) {
+    total += keys.size();
+    for (const auto& k : keys) ASSERT_TRUE(reopened.contains(k)) << "accepted write " << k << " lost";
+  }
+  EXPECT_EQ(reopened.size(), total);
+}
+
+}  // namespace

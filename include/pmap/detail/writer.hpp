@@ -137,6 +137,10 @@ class Writer {
   };
 
   void unreserve(std::size_t n) noexcept;
+  // Runs append (which adds `used` items to queue_) under the queue mutex and
+  // settles the ticket.
+  template <class Append>
+  void enqueue(Ticket& ticket, std::size_t used, Append append);
   void run() noexcept;
   void commit_group(std::vector<Item>& group);
   void repair_after(std::span<const Write> writes) noexcept;
