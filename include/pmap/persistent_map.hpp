@@ -285,14 +285,15 @@ class PersistentMap final : private detail::CacheRepair {
           shard.table.emplace(K(key), *value);
           size_.fetch_add(1, std::memory_order_relaxed);
         }
+        state->value.emplace(std::move(value));
         writer_->push(ticket, Write{Write::Op::put, std::move(key_bytes), std::move(value_bytes)},
                       state);
       } else {
         shard.table.erase(it);
         size_.fetch_sub(1, std::memory_order_relaxed);
+        state->value.emplace(std::nullopt);
         writer_->push(ticket, Write{Write::Op::erase, std::move(key_bytes), {}}, state);
       }
-      state->value.emplace(std::move(value));
     }
     return detail::make_future(std::move(state));
   }

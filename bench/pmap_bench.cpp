@@ -1,0 +1,559 @@
+// persistent-map's benchmark harness: every workload runs beside its baseline
+// in the same process, on the same file system, and is reported as a ratio.
+// Absolute times on a shared machine are noise; ratios are the result.
+//
+//   pmap_bench [--n N] [--quick] [--dir DIR] [--tsv FILE]
+//
+// --n      entries per workload (default 100000)
+// --quick  a smoke run: small N, one repetition (CI runs this)
+// --dir    where the database files go (default: a temp dir; use the file
+//          system you care about)
+// --tsv    also write the rows as tab-separated values (for BENCHMARKS.md
+//          and the plots)
+//
+// Data: 16-byte keys (sequential "k000000000000042" or random hex), 100-byte
+// values. Each figure is the best of --reps runs (default 3), ours and the
+// baseline alternating so that drift hits both.
+#include <malloc.h>
+#include <pmap/pmap.hpp>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <mutex>
+#include <random>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Map = pmap::PersistentMap<std::string, std::string>;
+
+struct Config {
+  std::size_t n = 100000;
+  int reps = 3;
+  bool quick = false;
+  std::filesystem::path dir;
+  std::string tsv;
+};
+Config cfg;
+
+// ---- data -------------------------------------------------------------------
+
+std::uint64_t mix(std::uint64_t x) {  // splitmix64
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+std::string make_key(std::size_t i, bool random) {
+  char buf[32];
+  if (random)
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(mix(i)));
+  else
+    std::snprintf(buf, sizeof buf, "k%015llu", static_cast<unsigned long long>(i % 1000000000000000ull));
+  return std::string(buf, 16);
+}
+
+std::string make_value(std::size_t i) {
+  std::string v(100, 'v');
+  const std::string id = std::to_string(i);
+  std::memcpy(v.data(), id.data(), id.size());
+  return v;
+}
+
+struct Data {
+  std::vector<std::string> keys, values;
+};
+Data make_data(std::size_t n, bool random) {
+  Data d;
+  d.keys.reserve(n);
+  d.values.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    d.keys.push_back(make_key(i, random));
+    d.values.push_back(make_value(i));
+  }
+  return d;
+}
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// A fresh path for one run's database (removing the previous run's files).
+std::filesystem::path fresh(const std::string& name) {
+  for (const char* suffix : {"", "-wal", "-shm", "-journal", "-kv.pmap-lock", ".pmap-lock"})
+    std::filesystem::remove(cfg.dir / (name + suffix));
+  return cfg.dir / name;
+}
+
+// ---- raw SQLite baselines ------------------------------------------------------
+
+struct RawDb {
+  sqlite3* db = nullptr;
+  sqlite3_stmt* upsert = nullptr;
+  RawDb(const std::filesystem::path& path, const char* journal) {
+    if (sqlite3_open(path.c_str(), &db) != SQLITE_OK) throw std::runtime_error(sqlite3_errmsg(db));
+    exec((std::string("PRAGMA journal_mode=") + journal).c_str());
+    exec("PRAGMA synchronous=FULL");
+    exec("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID");
+    sqlite3_prepare_v2(db,
+                       "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET "
+                       "value = excluded.value",
+                       -1, &upsert, nullptr);
+  }
+  ~RawDb() {
+    sqlite3_finalize(upsert);
+    sqlite3_close(db);
+  }
+  void exec(const char* sql) {
+    if (sqlite3_exec(db, sql, nullptr, nullptr, nullptr) != SQLITE_OK) throw std::runtime_error(sqlite3_errmsg(db));
+  }
+  void put(const std::string& k, const std::string& v) {
+    sqlite3_bind_text(upsert, 1, k.data(), static_cast<int>(k.size()), SQLITE_STATIC);
+    sqlite3_bind_text(upsert, 2, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+    if (sqlite3_step(upsert) != SQLITE_DONE) throw std::runtime_error(sqlite3_errmsg(db));
+    sqlite3_reset(upsert);
+  }
+};
+
+// ---- results ------------------------------------------------------------------
+
+struct Row {
+  std::string workload, variant, unit;
+  double ours, baseline;
+  std::string baseline_name, target, extra;
+};
+std::vector<Row> rows;
+
+void report(Row row) {
+  const double ratio = row.baseline > 0 ? row.ours / row.baseline : 0;
+  std::printf("%-28s %-22s ours %12.1f %-6s baseline %12.1f  ratio %7.2fx  (target %s)%s%s\n",
+              row.workload.c_str(), row.variant.c_str(), row.ours, row.unit.c_str(), row.baseline, ratio,
+              row.target.c_str(), row.extra.empty() ? "" : "  ", row.extra.c_str());
+  std::fflush(stdout);
+  rows.push_back(std::move(row));
+}
+
+template <class F>
+double best_of(F run, bool higher_is_better = true) {
+  double best = higher_is_better ? 0 : 1e300;
+  for (int r = 0; r < cfg.reps; ++r) {
+    const double v = run();
+    best = higher_is_better ? std::max(best, v) : std::min(best, v);
+  }
+  return best;
+}
+
+// ---- 1. bulk durable writes -------------------------------------------------------
+
+void bulk_writes(bool random) {
+  const Data d = make_data(cfg.n, random);
+  double ours = 0, raw = 0;
+  for (int r = 0; r < cfg.reps; ++r) {
+    {
+      Map map{pmap::SqliteBackend(fresh("bulk.db"))};
+      const auto start = Clock::now();
+      std::vector<std::thread> threads;
+      for (std::size_t t = 0; t < 8; ++t)
+        threads.emplace_back([&, t] {
+          for (std::size_t i = t; i < d.keys.size(); i += 8) map.insert(d.keys[i], d.values[i]);
+        });
+      for (auto& th : threads) th.join();
+      map.flush().get();
+      ours = std::max(ours, static_cast<double>(cfg.n) / seconds_since(start));
+    }
+    {
+      RawDb db(fresh("raw.db"), "WAL");
+      const auto start = Clock::now();
+      for (std::size_t i = 0; i < d.keys.size(); ++i) {
+        if (i % 1000 == 0) db.exec("BEGIN");
+        db.put(d.keys[i], d.values[i]);
+        if (i % 1000 == 999 || i + 1 == d.keys.size()) db.exec("COMMIT");
+      }
+      raw = std::max(raw, static_cast<double>(cfg.n) / seconds_since(start));
+    }
+  }
+  report({"bulk durable writes", random ? "8 threads, random" : "8 threads, sequential", "ops/s", ours, raw,
+          "raw SQLite, 1000 upserts/txn", ">= 0.8x", ""});
+}
+
+// ---- 2. awaited durable writes ------------------------------------------------------
+
+double percentile(std::vector<double>& v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
+}
+
+void awaited_writes() {
+  const std::size_t base_ops = cfg.quick ? 50 : 500;
+  const Data d = make_data(std::max<std::size_t>(cfg.n, 64 * 100), true);
+  double autocommit_wal = 0, autocommit_rollback = 0;
+  for (int r = 0; r < cfg.reps; ++r) {
+    for (const char* journal : {"WAL", "DELETE"}) {
+      RawDb db(fresh("autocommit.db"), journal);
+      const auto start = Clock::now();
+      for (std::size_t i = 0; i < base_ops; ++i) db.put(d.keys[i], d.values[i]);
+      double& best = std::strcmp(journal, "WAL") == 0 ? autocommit_wal : autocommit_rollback;
+      best = std::max(best, static_cast<double>(base_ops) / seconds_since(start));
+    }
+  }
+  for (std::size_t threads : {1, 8, 64}) {
+    const std::size_t per_thread = std::max<std::size_t>(base_ops / (threads == 1 ? 1 : 4), 20);
+    double best = 0;
+    std::vector<double> best_lat;
+    for (int r = 0; r < cfg.reps; ++r) {
+      Map map{pmap::SqliteBackend(fresh("awaited.db"))};
+      std::vector<std::vector<double>> lat(threads);
+      const auto start = Clock::now();
+      std::vector<std::thread> pool;
+      for (std::size_t t = 0; t < threads; ++t)
+        pool.emplace_back([&, t] {
+          for (std::size_t i = 0; i < per_thread; ++i) {
+            const std::size_t k = (t * per_thread + i) % d.keys.size();
+            const auto s = Clock::now();
+            map.insert(d.keys[k], d.values[k]).get();
+            lat[t].push_back(seconds_since(s) * 1e6);
+          }
+        });
+      for (auto& th : pool) th.join();
+      const double rate = static_cast<double>(threads * per_thread) / seconds_since(start);
+      if (rate > best) {
+        best = rate;
+        best_lat.clear();
+        for (auto& l : lat) best_lat.insert(best_lat.end(), l.begin(), l.end());
+      }
+    }
+    char extra[160];
+    const double p50 = percentile(best_lat, 0.5), p99 = percentile(best_lat, 0.99);
+    std::snprintf(extra, sizeof extra, "p50 %.0f us, p99 %.0f us; vs rollback journal %.1fx", p50, p99,
+                  best / autocommit_rollback);
+    report({"awaited durable writes", std::to_string(threads) + " threads", "ops/s", best, autocommit_wal,
+            "Rust crate's path: autocommit upsert, WAL+FULL", threads == 64 ? ">= 50x" : "report", extra});
+  }
+}
+
+// ---- 3. reads, 4. mixed ----------------------------------------------------------------
+
+std::vector<std::size_t> random_indices(std::size_t count, std::size_t n, unsigned seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<std::size_t> out(count);
+  for (auto& i : out) i = rng() % n;
+  return out;
+}
+
+template <class F>
+double threaded_ops(std::size_t threads, std::size_t ops_per_thread, F op) {
+  std::atomic<bool> go{false};
+  std::vector<std::thread> pool;
+  std::atomic<std::size_t> ready{0};
+  Clock::time_point start;
+  for (std::size_t t = 0; t < threads; ++t)
+    pool.emplace_back([&, t] {
+      ++ready;
+      while (!go.load()) std::this_thread::yield();
+      op(t, ops_per_thread);
+    });
+  while (ready.load() < threads) std::this_thread::yield();
+  start = Clock::now();
+  go = true;
+  for (auto& th : pool) th.join();
+  return static_cast<double>(threads * ops_per_thread) / seconds_since(start);
+}
+
+void reads_and_mixed() {
+  const Data d = make_data(cfg.n, true);
+  const std::size_t ops = cfg.quick ? 20000 : 2000000;
+  const auto idx = random_indices(ops, cfg.n, 7);
+
+  Map map{pmap::SqliteBackend(fresh("reads.db"), {.synchronous = pmap::Synchronous::normal})};
+  for (std::size_t i = 0; i < cfg.n; ++i) map.insert(d.keys[i], d.values[i]);
+  map.flush().get();
+  std::unordered_map<std::string, std::string> plain(d.keys.size());
+  for (std::size_t i = 0; i < cfg.n; ++i) plain.emplace(d.keys[i], d.values[i]);
+
+  std::atomic<std::size_t> sink{0};
+  auto baseline = best_of([&] {
+    return threaded_ops(1, ops, [&](std::size_t, std::size_t n) {
+      std::size_t s = 0;
+      for (std::size_t i = 0; i < n; ++i) {
+        auto it = plain.find(d.keys[idx[i]]);
+        std::optional<std::string> v;
+        if (it != plain.end()) v = it->second;
+        s += v->size();
+      }
+      sink += s;
+    });
+  });
+  for (std::size_t threads : {1, 2}) {
+    const double ours = best_of([&] {
+      return threaded_ops(threads, ops, [&](std::size_t t, std::size_t n) {
+        std::size_t s = 0;
+        for (std::size_t i = 0; i < n; ++i) s += map.get(d.keys[idx[(i + t * 7919) % n]])->size();
+        sink += s;
+      });
+    });
+    report({"reads (get, random keys)", std::to_string(threads) + " thread" + (threads > 1 ? "s" : ""), "ops/s",
+            ours, baseline, "unordered_map find+copy, 1 thread", threads == 2 ? ">= 1.5x" : "report", ""});
+  }
+
+  // Mixed: 90% get, 10% insert (not awaited; made durable in the background).
+  std::shared_mutex mu;
+  const double locked = best_of([&] {
+    return threaded_ops(2, ops / 2, [&](std::size_t t, std::size_t n) {
+      std::size_t s = 0;
+      for (std::size_t i = 0; i < n; ++i) {
+        const std::size_t k = idx[(i + t * 7919) % ops];
+        if (k % 10 == 0) {
+          std::unique_lock lock(mu);
+          plain[d.keys[k]] = d.values[(k + 1) % cfg.n];
+        } else {
+          std::shared_lock lock(mu);
+          auto it = plain.find(d.keys[k]);
+          std::optional<std::string> v;
+          if (it != plain.end()) v = it->second;
+          s += v->size();
+        }
+      }
+      sink += s;
+    });
+  });
+  const double ours = best_of([&] {
+    const double rate = threaded_ops(2, ops / 2, [&](std::size_t t, std::size_t n) {
+      std::size_t s = 0;
+      for (std::size_t i = 0; i < n; ++i) {
+        const std::size_t k = idx[(i + t * 7919) % ops];
+        if (k % 10 == 0)
+          map.insert(d.keys[k], d.values[(k + 1) % cfg.n]);
+        else
+          s += map.get(d.keys[k])->size();
+      }
+      sink += s;
+    });
+    map.flush().get();
+    return rate;
+  });
+  report({"mixed 90% get / 10% insert", "2 threads", "ops/s", ours, locked,
+          "unordered_map + one shared_mutex", ">= 2x", "SQLite synchronous=normal, writes not awaited"});
+}
+
+// ---- 5. open/load ------------------------------------------------------------------------
+
+void open_load() {
+  const Data d = make_data(cfg.n, true);
+  const auto path = fresh("load.db");
+  {
+    Map map{pmap::SqliteBackend(path)};
+    pmap::Batch<std::string, std::string> batch;
+    for (std::size_t i = 0; i < cfg.n; ++i) batch.insert(d.keys[i], d.values[i]);
+    map.apply(batch).get();
+  }
+  const double ours = best_of(
+      [&] {
+        const auto start = Clock::now();
+        Map map{pmap::SqliteBackend(path)};
+        if (map.size() != cfg.n) throw std::runtime_error("load lost entries");
+        return seconds_since(start);
+      },
+      false);
+  const double raw = best_of(
+      [&] {
+        const auto start = Clock::now();
+        sqlite3* db = nullptr;
+        sqlite3_open(path.c_str(), &db);
+        sqlite3_stmt* stmt = nullptr;
+        sqlite3_prepare_v2(db, "SELECT key, value FROM kv", -1, &stmt, nullptr);
+        std::unordered_map<std::string, std::string> out;
+        while (sqlite3_step(stmt) == SQLITE_ROW)
+          out.emplace(std::string(static_cast<const char*>(sqlite3_column_blob(stmt, 0)),
+                                  static_cast<std::size_t>(sqlite3_column_bytes(stmt, 0))),
+                      std::string(static_cast<const char*>(sqlite3_column_blob(stmt, 1)),
+                                  static_cast<std::size_t>(sqlite3_column_bytes(stmt, 1))));
+        sqlite3_finalize(stmt);
+        sqlite3_close(db);
+        if (out.size() != cfg.n) throw std::runtime_error("raw load lost entries");
+        return seconds_since(start);
+      },
+      false);
+  report({"open/load", std::to_string(cfg.n) + " entries", "s", ours, raw, "raw SELECT into unordered_map",
+          "<= 1.2x", ""});
+}
+
+// ---- 6. memory per entry --------------------------------------------------------------------
+
+long rss_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  long pages_total = 0, pages_resident = 0;
+  statm >> pages_total >> pages_resident;
+  return pages_resident * sysconf(_SC_PAGESIZE);
+}
+
+// Runs f in a child process and returns its RSS growth per entry.
+double rss_per_entry_in_child(const std::function<void()>& f) {
+  int fds[2];
+  if (pipe(fds) != 0) return 0;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    malloc_trim(0);
+    const long before = rss_bytes();
+    f();
+    malloc_trim(0);
+    const double per = static_cast<double>(rss_bytes() - before) / static_cast<double>(cfg.n);
+    if (write(fds[1], &per, sizeof per) != sizeof per) _exit(1);
+    _exit(0);
+  }
+  close(fds[1]);
+  double per = 0;
+  if (read(fds[0], &per, sizeof per) != sizeof per) per = 0;
+  close(fds[0]);
+  waitpid(pid, nullptr, 0);
+  return per;
+}
+
+// Stores nothing: the map's own memory is all that grows.
+class NullBackend final : public pmap::Backend {
+ public:
+  void scan(pmap::ScanSink) override {}
+  std::optional<std::string> get(std::string_view) override { return std::nullopt; }
+  void write(std::span<const pmap::Write>) override {}
+  std::string describe() const override { return "null:"; }
+};
+
+void memory_per_entry() {
+  const Data d = make_data(cfg.n, true);
+  const double ours = rss_per_entry_in_child([&] {
+    auto* map = new Map{std::make_unique<NullBackend>()};  // kept: measured while alive
+    for (std::size_t i = 0; i < cfg.n; ++i) map->insert(d.keys[i], d.values[i]);
+    map->flush().get();
+  });
+  const double plain = rss_per_entry_in_child([&] {
+    auto* m = new std::unordered_map<std::string, std::string>();
+    for (std::size_t i = 0; i < cfg.n; ++i) m->emplace(d.keys[i], d.values[i]);
+  });
+  report({"cache memory per entry", "16 B key, 100 B value", "B", ours, plain,
+          "unordered_map<string,string>", "<= 1.2x", "RSS growth / N"});
+}
+
+// ---- 7. CSV ---------------------------------------------------------------------------------
+
+void csv_writes_and_load() {
+  const Data d = make_data(cfg.n, true);
+  const std::size_t batch = 1000;
+  double ours = 0, raw = 0;
+  for (int r = 0; r < cfg.reps; ++r) {
+    {
+      Map map{pmap::CsvBackend(fresh("bulk.csv"))};
+      const auto start = Clock::now();
+      for (std::size_t i = 0; i < cfg.n; i += batch) {
+        pmap::Batch<std::string, std::string> b;
+        for (std::size_t j = i; j < std::min(cfg.n, i + batch); ++j) b.insert(d.keys[j], d.values[j]);
+        map.apply(b);
+      }
+      map.flush().get();
+      ours = std::max(ours, static_cast<double>(cfg.n) / seconds_since(start));
+    }
+    {
+      const auto path = fresh("raw.csv");
+      const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
+      const auto start = Clock::now();
+      for (std::size_t i = 0; i < cfg.n; i += batch) {
+        std::string chunk;
+        for (std::size_t j = i; j < std::min(cfg.n, i + batch); ++j) chunk += d.keys[j] + "," + d.values[j] + "\n";
+        if (::write(fd, chunk.data(), chunk.size()) < 0) throw std::runtime_error("write");
+        ::fdatasync(fd);
+      }
+      ::close(fd);
+      raw = std::max(raw, static_cast<double>(cfg.n) / seconds_since(start));
+    }
+  }
+  report({"CSV bulk writes", "batches of 1000", "ops/s", ours, raw, "raw append + fsync per batch", "report", ""});
+  const double load = best_of(
+      [&] {
+        const auto start = Clock::now();
+        Map map{pmap::CsvBackend(cfg.dir / "bulk.csv")};
+        return seconds_since(start);
+      },
+      false);
+  const double raw_read = best_of(
+      [&] {
+        const auto start = Clock::now();
+        std::ifstream in(cfg.dir / "raw.csv");
+        std::unordered_map<std::string, std::string> m;
+        std::string line;
+        while (std::getline(in, line)) {
+          const auto comma = line.find(',');
+          m.emplace(line.substr(0, comma), line.substr(comma + 1));
+        }
+        return seconds_since(start);
+      },
+      false);
+  report({"CSV load", std::to_string(cfg.n) + " entries", "s", load, raw_read, "getline + split into unordered_map",
+          "report", ""});
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--n" && i + 1 < argc) cfg.n = std::stoul(argv[++i]);
+    else if (a == "--quick") cfg.quick = true;
+    else if (a == "--reps" && i + 1 < argc) cfg.reps = std::stoi(argv[++i]);
+    else if (a == "--dir" && i + 1 < argc) cfg.dir = argv[++i];
+    else if (a == "--tsv" && i + 1 < argc) cfg.tsv = argv[++i];
+    else {
+      std::fprintf(stderr, "usage: %s [--n N] [--reps R] [--quick] [--dir DIR] [--tsv FILE]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (cfg.quick) {
+    cfg.n = std::min<std::size_t>(cfg.n, 2000);
+    cfg.reps = 1;
+  }
+  bool own_dir = false;
+  if (cfg.dir.empty()) {
+    cfg.dir = std::filesystem::temp_directory_path() / ("pmap-bench-" + std::to_string(getpid()));
+    own_dir = true;
+  }
+  std::filesystem::create_directories(cfg.dir);
+  std::printf("persistent-map benchmarks: N=%zu, best of %d, files in %s\n", cfg.n, cfg.reps, cfg.dir.c_str());
+
+  bulk_writes(false);
+  bulk_writes(true);
+  awaited_writes();
+  reads_and_mixed();
+  open_load();
+  memory_per_entry();
+  csv_writes_and_load();
+
+  if (!cfg.tsv.empty()) {
+    std::ofstream out(cfg.tsv);
+    out << "workload\tvariant\tunit\tours\tbaseline\tratio\tbaseline_name\ttarget\tnote\n";
+    for (const auto& r : rows)
+      out << r.workload << '\t' << r.variant << '\t' << r.unit << '\t' << r.ours << '\t' << r.baseline << '\t'
+          << (r.baseline > 0 ? r.ours / r.baseline : 0) << '\t' << r.baseline_name << '\t' << r.target << '\t'
+          << r.extra << '\n';
+  }
+  if (own_dir) std::filesystem::remove_all(cfg.dir);
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "pmap_bench: %s\n", e.what());
+  return 1;
+}
