@@ -34,8 +34,8 @@ enum class Synchronous {
   full,    // every commit survives power loss (fsync per commit). Default.
   normal,  // survives a process crash; a power loss may lose the last commits
            // (a map's flush() checkpoints to make them durable).
-  off,     // survives a process crash; a power loss may corrupt nothing in WAL
-           // mode but may lose recent commits.
+  off,     // survives a process crash; a power loss may lose recent commits
+           // or, per SQLite's documentation, corrupt the database.
 };
 
 struct SqliteOptions {
