@@ -179,12 +179,12 @@ struct SqliteBackend::Impl {
     if (rc != SQLITE_OK) fail(rc, "binding a parameter");
   }
 
-  // Steps a statement that returns no rows, then resets it.
-  void run(sqlite3_stmt* stmt, const std::string& doing) {
+  // Steps a statement that returns no rows, then resets it. The message
+  // (naming key, when given) is built only on failure: this is the hot path.
+  void run(sqlite3_stmt* stmt, const char* doing, const std::string* key = nullptr) {
     const int rc = sqlite3_step(stmt);
     sqlite3_reset(stmt);
-    sqlite3_clear_bindings(stmt);
-    if (rc != SQLITE_DONE) fail(rc, doing);
+    if (rc != SQLITE_DONE) fail(rc, key ? std::string(doing) + " " + shown_key(*key) : doing);
   }
 
   static std::string_view column(sqlite3_stmt* stmt, int i) {
@@ -295,11 +295,11 @@ void SqliteBackend::write(std::span<const Write> batch) {
         case Write::Op::put:
           d.bind(d.put, 1, w.key);
           d.bind(d.put, 2, w.value);
-          d.run(d.put, "cannot write key " + shown_key(w.key));
+          d.run(d.put, "cannot write key", &w.key);
           break;
         case Write::Op::erase:
           d.bind(d.erase, 1, w.key);
-          d.run(d.erase, "cannot erase key " + shown_key(w.key));
+          d.run(d.erase, "cannot erase key", &w.key);
           break;
         case Write::Op::clear:
           d.run(d.clear, "cannot clear the table");
