@@ -46,22 +46,42 @@ Writer::~Writer() {
 }
 
 Writer::Ticket Writer::reserve(std::size_t n) {
-  std::unique_lock lock(mu_);
   // An operation larger than the whole queue is admitted alone, once the
   // queue has drained: memory stays bounded, and nothing waits forever.
-  room_cv_.wait(lock, [&] { return closing_ || pending_ + n <= max_pending_ || pending_ == 0; });
-  if (closing_)
-    throw Error(Errc::closed, "cannot write to " + description_ + ": the map is closed");
-  pending_ += n;
-  tickets_ += n;
-  return Ticket(this, n);
+  auto fits = [&](std::size_t pending) { return pending + n <= max_pending_ || pending == 0; };
+  for (;;) {
+    if (closing_.load())
+      throw Error(Errc::closed, "cannot write to " + description_ + ": the map is closed");
+    std::size_t pending = pending_.load(std::memory_order_relaxed);
+    while (fits(pending)) {
+      // relaxed: pending_ is a counter; the ticket handshake below is seq_cst.
+      if (pending_.compare_exchange_weak(pending, pending + n, std::memory_order_relaxed)) {
+        tickets_.fetch_add(n);
+        if (closing_.load()) {  // close() began: it may not have seen our ticket
+          unreserve(n);
+          throw Error(Errc::closed, "cannot write to " + description_ + ": the map is closed");
+        }
+        return Ticket(this, n);
+      }
+    }
+    // Back-pressure: wait for the writer to commit something.
+    std::unique_lock lock(mu_);
+    ++room_waiters_;
+    room_cv_.wait(lock, [&] { return closing_.load() || fits(pending_.load()); });
+    --room_waiters_;
+  }
 }
 
 void Writer::unreserve(std::size_t n) noexcept {
+  pending_.fetch_sub(n);
+  tickets_.fetch_sub(n);
+  wake_room_waiters();
+}
+
+void Writer::wake_room_waiters() noexcept {
+  if (room_waiters_.load() == 0 && !closing_.load()) return;
   {
-    std::lock_guard lock(mu_);
-    pending_ -= n;
-    tickets_ -= n;
+    std::lock_guard lock(mu_);  // a waiter between its check and its sleep holds mu_
   }
   room_cv_.notify_all();
 }
@@ -89,10 +109,10 @@ void Writer::enqueue(Ticket& ticket, std::size_t used, Append append) {
     std::lock_guard lock(mu_);
     wake = queue_.empty();
     append();
-    tickets_ -= ticket.count_;
-    pending_ -= ticket.count_ - used;  // room reserved but not used goes back
+    tickets_.fetch_sub(ticket.count_);
+    if (ticket.count_ > used) pending_.fetch_sub(ticket.count_ - used);  // unused room goes back
     ticket.writer_ = nullptr;
-    closing = closing_;
+    closing = closing_.load();
   }
   if (wake) work_cv_.notify_one();
   if (closing) room_cv_.notify_all();  // close() waits for outstanding tickets
@@ -123,10 +143,10 @@ void Writer::close(std::shared_ptr<StateBase> done, bool like_flush) {
     close_waiters_.push_back(std::move(done));
     return;
   }
-  closing_ = true;
+  closing_.store(true);
   room_cv_.notify_all();  // writers waiting for room now fail with Errc::closed
   // A write that holds a ticket has already changed the cache: let it queue.
-  room_cv_.wait(lock, [&] { return tickets_ == 0; });
+  room_cv_.wait(lock, [&] { return tickets_.load() == 0; });
   const bool wake = queue_.empty();
   queue_.push_back(Item{Item::Kind::close, like_flush, {}, std::move(done)});
   if (wake) work_cv_.notify_one();
@@ -197,11 +217,8 @@ void Writer::commit_group(std::vector<Item>& group) {
   }
   for (Item& item : group)
     if (item.done) item.done->complete(error);
-  {
-    std::lock_guard lock(mu_);
-    pending_ -= group.size();
-  }
-  room_cv_.notify_all();
+  pending_.fetch_sub(group.size());
+  wake_room_waiters();
 }
 
 void Writer::repair_after(std::span<const Write> writes) noexcept {

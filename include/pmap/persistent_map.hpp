@@ -108,17 +108,36 @@ struct KeyTraits {
   static void encode(const Q& key, std::string& out) {
     Codec<K>::encode(view(key), out);
   }
+  // What the table is searched with, given the key's hash (unused here).
+  template <class View>
+  static const View& probe(const View& key, std::size_t) noexcept {
+    return key;
+  }
 };
 
 template <>
 struct KeyTraits<std::string> {
+  // A key with its hash already computed (for the shard), so the table
+  // does not hash it a second time.
+  struct Hashed {
+    std::string_view key;
+    std::size_t hash;
+  };
   struct Hash {
     using is_transparent = void;
-    std::size_t operator()(std::string_view s) const noexcept {
-      return std::hash<std::string_view>{}(s);
-    }
+    // Deliberately not noexcept: libstdc++ then keeps each node's hash, as it
+    // does for std::hash<std::string>, so lookups compare hashes before bytes
+    // and a rehash never hashes a key again.
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+    std::size_t operator()(const Hashed& h) const { return h.hash; }
   };
-  using Equal = std::equal_to<>;
+  struct Equal {
+    using is_transparent = void;
+    bool operator()(std::string_view a, std::string_view b) const noexcept { return a == b; }
+    bool operator()(const Hashed& a, std::string_view b) const noexcept { return a.key == b; }
+    bool operator()(std::string_view a, const Hashed& b) const noexcept { return a == b.key; }
+  };
+  static Hashed probe(std::string_view key, std::size_t hash) noexcept { return {key, hash}; }
   template <class Q>
   static constexpr bool kLookup = std::is_convertible_v<const Q&, std::string_view>;
   static std::string_view view(std::string_view key) noexcept { return key; }
@@ -235,10 +254,12 @@ class PersistentMap final : private detail::CacheRepair {
     Traits::encode(key, key_bytes);
     auto ticket = writer_->reserve(1);
     auto state = new_state<std::optional<V>>();
-    Shard& shard = shard_for(hash(Traits::view(key)));
+    const auto& view = Traits::view(key);
+    const std::size_t h = hash(view);
+    Shard& shard = shard_for(h);
     {
       std::unique_lock lock(shard.mutex);
-      auto it = shard.table.find(Traits::view(key));
+      auto it = shard.table.find(Traits::probe(view, h));
       if (it == shard.table.end()) {
         lock.unlock();
         return ready(std::move(state), std::optional<V>());
@@ -264,10 +285,12 @@ class PersistentMap final : private detail::CacheRepair {
     Traits::encode(key, key_bytes);
     auto ticket = writer_->reserve(1);
     auto state = new_state<std::optional<V>>();
-    Shard& shard = shard_for(hash(Traits::view(key)));
+    const auto& view = Traits::view(key);
+    const std::size_t h = hash(view);
+    Shard& shard = shard_for(h);
     {
       std::unique_lock lock(shard.mutex);
-      auto it = shard.table.find(Traits::view(key));
+      auto it = shard.table.find(Traits::probe(view, h));
       const bool found = it != shard.table.end();
       std::optional<V> value;
       if (found) value = it->second;  // a copy: f may throw halfway
@@ -369,9 +392,11 @@ class PersistentMap final : private detail::CacheRepair {
   template <class Q>
     requires LookupKeyFor<K, Q>
   std::optional<V> get(const Q& key) const {
-    const Shard& shard = shard_for(hash(Traits::view(key)));
+    const auto& view = Traits::view(key);
+    const std::size_t h = hash(view);
+    const Shard& shard = shard_for(h);
     std::shared_lock lock(shard.mutex);
-    auto it = shard.table.find(Traits::view(key));
+    auto it = shard.table.find(Traits::probe(view, h));
     if (it == shard.table.end()) return std::nullopt;
     return it->second;
   }
@@ -379,9 +404,11 @@ class PersistentMap final : private detail::CacheRepair {
   template <class Q>
     requires LookupKeyFor<K, Q>
   bool contains(const Q& key) const {
-    const Shard& shard = shard_for(hash(Traits::view(key)));
+    const auto& view = Traits::view(key);
+    const std::size_t h = hash(view);
+    const Shard& shard = shard_for(h);
     std::shared_lock lock(shard.mutex);
-    return shard.table.find(Traits::view(key)) != shard.table.end();
+    return shard.table.find(Traits::probe(view, h)) != shard.table.end();
   }
 
   std::size_t size() const noexcept { return size_.load(std::memory_order_relaxed); }

@@ -161,6 +161,8 @@ TEST(Sqlite, TextIsStoredAsTextAndBinaryAsBlob) {
     Map map{pmap::SqliteBackend(path)};
     map.insert("alice", "likes \"tea\", é");
     map.insert(std::string("bin\0ary", 7), std::string("\xff\x00", 2));
+    map.insert(std::string("a longer key, with a NUL \0 past the first words", 49), "x");
+    map.insert("a longer key, with a byte \xff past the first words", "x");
   }
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
@@ -172,7 +174,7 @@ TEST(Sqlite, TextIsStoredAsTextAndBinaryAsBlob) {
   sqlite3_finalize(stmt);
   ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT count(*) FROM kv WHERE typeof(key) = 'blob'", -1, &stmt, nullptr), SQLITE_OK);
   ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
-  EXPECT_EQ(sqlite3_column_int(stmt, 0), 1);
+  EXPECT_EQ(sqlite3_column_int(stmt, 0), 3);
   sqlite3_finalize(stmt);
   ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &stmt, nullptr), SQLITE_OK);
   ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);

@@ -22,6 +22,7 @@
 // thread. Lock order: shard locks (ascending) before the queue mutex.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
@@ -137,6 +138,8 @@ class Writer {
   };
 
   void unreserve(std::size_t n) noexcept;
+  // Wakes producers waiting for room (and close() waiting for tickets).
+  void wake_room_waiters() noexcept;
   // Runs append (which adds `used` items to queue_) under the queue mutex and
   // settles the ticket.
   template <class Append>
@@ -159,9 +162,14 @@ class Writer {
   std::condition_variable work_cv_;   // writer waits for items
   std::condition_variable room_cv_;   // producers wait for room; close waits for tickets
   std::deque<Item> queue_;            // guarded by mu_
-  std::size_t pending_ = 0;           // guarded by mu_: reserved + queued + committing writes
-  std::size_t tickets_ = 0;           // guarded by mu_: writes reserved, not yet pushed
-  bool closing_ = false;              // guarded by mu_
+  // Admission is lock-free when there is room: reserve() is a CAS on
+  // pending_. The three atomics below are seq_cst: close() stores closing_
+  // then reads tickets_, reserve() adds to tickets_ then reads closing_, so
+  // one of them always sees the other (no ticket slips past a close).
+  std::atomic<std::size_t> pending_{0};  // reserved + queued + committing writes
+  std::atomic<std::size_t> tickets_{0};  // writes reserved, not yet pushed
+  std::atomic<bool> closing_{false};     // written under mu_
+  std::atomic<int> room_waiters_{0};     // producers blocked in reserve(), under mu_
   bool closed_ = false;               // guarded by mu_: the writer thread has released the backend
   std::vector<std::shared_ptr<StateBase>> close_waiters_;  // guarded by mu_
 
