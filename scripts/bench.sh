@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds in Release, runs the benchmark harness and the Python peers, and
+# writes BENCHMARKS.md and docs/bench/ratios.svg.
+#
+#   ./scripts/bench.sh            N = 100,000 entries
+#   ./scripts/bench.sh --big      N = 1,000,000 (slow)
+#   PMAP_BENCH_DIR=/some/fs ./scripts/bench.sh   put the files on that file system
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/deps.sh
+pmap_install_deps gnuplot-nox python3 python3-diskcache python3-sqlitedict
+
+n=100000
+[ "${1:-}" = "--big" ] && n=1000000
+dir=${PMAP_BENCH_DIR:-build/bench-data}
+mkdir -p "$dir" build/bench docs/bench
+
+cmake --preset release >/dev/null
+cmake --build --preset release --target pmap_bench
+
+echo "==> pmap_bench --n $n (files in $dir)"
+build/release/bench/pmap_bench --n "$n" --dir "$dir" --tsv build/bench/results.tsv
+echo "==> Python peers"
+/usr/bin/python3 bench/peers/peers.py --n "$n" --dir "$dir" --out build/bench/peers.tsv
+/usr/bin/python3 bench/report.py build/bench/results.tsv build/bench/peers.tsv BENCHMARKS.md \
+  docs/bench/ratios.svg "N = $n, $(nproc) cores, $(date -u +%Y-%m-%d)"
+rm -rf "$dir"
+echo "==> wrote BENCHMARKS.md and docs/bench/ratios.svg"
