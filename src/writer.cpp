@@ -157,50 +157,66 @@ void Writer::join() {
 }
 
 void Writer::for_each_queued(const std::function<void(const Write&)>& fn) const {
+  // taken_ beyond next_ is the writer thread's own (this runs on it).
+  for (std::size_t i = next_; i < taken_.size(); ++i)
+    if (taken_[i].kind == Item::Kind::write) fn(taken_[i].write);
   std::lock_guard lock(mu_);
   for (const Item& item : queue_)
     if (item.kind == Item::Kind::write) fn(item.write);
 }
 
-void Writer::run() noexcept {
-  std::vector<Item> group;
-  for (;;) {
-    group.clear();
-    {
-      std::unique_lock lock(mu_);
-      work_cv_.wait(lock, [&] { return !queue_.empty(); });
-      if (queue_.front().kind != Item::Kind::write) {
-        group.push_back(std::move(queue_.front()));
-        queue_.pop_front();
-      } else {
-        std::size_t bytes = 0;
-        while (!queue_.empty() && queue_.front().kind == Item::Kind::write) {
-          const bool at_boundary = group.empty() || group.back().last;
-          if (at_boundary && !group.empty() &&
-              (group.size() >= max_group_writes_ || bytes >= max_group_bytes_))
-            break;
-          Item& item = queue_.front();
-          bytes += item.write.key.size() + item.write.value.size();
-          group.push_back(std::move(item));
-          queue_.pop_front();
-        }
-      }
-    }
-    switch (group.front().kind) {
-      case Item::Kind::flush:
-        finish_flush(group.front().done, false, true);
-        break;
-      case Item::Kind::close:
-        finish_flush(group.front().done, true, group.front().last);
-        return;
-      case Item::Kind::write:
-        commit_group(group);
-        break;
-    }
+void Writer::take_queue() {
+  std::unique_lock lock(mu_);
+  work_cv_.wait(lock, [&] { return !queue_.empty() || next_ < taken_.size(); });
+  if (next_ == taken_.size()) {
+    // The common case: everything taken before is done. Swapping keeps both
+    // vectors' capacity, so the queue allocates nothing in steady state.
+    taken_.clear();
+    next_ = 0;
+    taken_.swap(queue_);
+    return;
+  }
+  // A partial group is left: let what arrived since join it.
+  if (!queue_.empty()) {
+    taken_.erase(taken_.begin(), taken_.begin() + static_cast<std::ptrdiff_t>(next_));
+    next_ = 0;
+    taken_.insert(taken_.end(), std::make_move_iterator(queue_.begin()),
+                  std::make_move_iterator(queue_.end()));
+    queue_.clear();
   }
 }
 
-void Writer::commit_group(std::vector<Item>& group) {
+void Writer::run() noexcept {
+  for (;;) {
+    if (next_ == taken_.size() || taken_.size() - next_ < max_group_writes_) take_queue();
+    Item& first = taken_[next_];
+    if (first.kind == Item::Kind::flush) {
+      ++next_;
+      finish_flush(first.done, false, true);
+      continue;
+    }
+    if (first.kind == Item::Kind::close) {
+      ++next_;
+      finish_flush(first.done, true, first.last);
+      return;
+    }
+    // The longest run of writes that fits a group, never splitting an apply().
+    std::size_t end = next_, bytes = 0;
+    while (end < taken_.size() && taken_[end].kind == Item::Kind::write) {
+      const bool at_boundary = end == next_ || taken_[end - 1].last;
+      if (at_boundary && end > next_ &&
+          (end - next_ >= max_group_writes_ || bytes >= max_group_bytes_))
+        break;
+      bytes += taken_[end].write.key.size() + taken_[end].write.value.size();
+      ++end;
+    }
+    const std::span<Item> group(taken_.data() + next_, end - next_);
+    next_ = end;  // from here on, for_each_queued sees only what follows the group
+    commit_group(group);
+  }
+}
+
+void Writer::commit_group(std::span<Item> group) {
   writes_.clear();
   for (Item& item : group) writes_.push_back(std::move(item.write));
   std::exception_ptr error;

@@ -25,7 +25,6 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
-#include <deque>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -145,7 +144,9 @@ class Writer {
   template <class Append>
   void enqueue(Ticket& ticket, std::size_t used, Append append);
   void run() noexcept;
-  void commit_group(std::vector<Item>& group);
+  // Waits for work, then moves the queue into taken_.
+  void take_queue();
+  void commit_group(std::span<Item> group);
   void repair_after(std::span<const Write> writes) noexcept;
   void finish_flush(std::shared_ptr<StateBase>& done, bool release_backend,
                     bool report_latched) noexcept;
@@ -161,7 +162,7 @@ class Writer {
   mutable std::mutex mu_;
   std::condition_variable work_cv_;   // writer waits for items
   std::condition_variable room_cv_;   // producers wait for room; close waits for tickets
-  std::deque<Item> queue_;            // guarded by mu_
+  std::vector<Item> queue_;           // guarded by mu_
   // Admission is lock-free when there is room: reserve() is a CAS on
   // pending_. The three atomics below are seq_cst: close() stores closing_
   // then reads tickets_, reserve() adds to tickets_ then reads closing_, so
@@ -175,6 +176,8 @@ class Writer {
 
   std::exception_ptr latched_;  // writer thread only: first failure since the last flush
   std::vector<Write> writes_;   // writer thread only: the group being committed
+  std::vector<Item> taken_;     // writer thread only: taken from queue_, done up to next_
+  std::size_t next_ = 0;
   std::thread thread_;
 };
 
