@@ -89,26 +89,10 @@ struct Codec<bool> {
   }
 };
 
+// Integers and floating point: the shortest decimal text that reads back
+// exactly (std::to_chars / std::from_chars).
 template <class T>
-  requires(std::is_integral_v<T> && !std::is_same_v<T, bool>)
-struct Codec<T> {
-  static void encode(T value, std::string& out) {
-    char buf[48];
-    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value);
-    out.append(buf, end);
-  }
-  static T decode(std::string_view bytes) {
-    T value{};
-    auto [end, ec] = std::from_chars(bytes.data(), bytes.data() + bytes.size(), value);
-    if (ec == std::errc::result_out_of_range)
-      detail::throw_decode_error("an integer", bytes, "out of range for the map's integer type");
-    if (ec != std::errc{} || end != bytes.data() + bytes.size() || bytes.empty())
-      detail::throw_decode_error("an integer", bytes, "expected decimal digits");
-    return value;
-  }
-};
-
-template <std::floating_point T>
+  requires(std::is_arithmetic_v<T> && !std::is_same_v<T, bool>)
 struct Codec<T> {
   static void encode(T value, std::string& out) {
     char buf[64];
@@ -116,12 +100,14 @@ struct Codec<T> {
     out.append(buf, end);
   }
   static T decode(std::string_view bytes) {
+    constexpr const char* kWhat = std::is_integral_v<T> ? "an integer" : "a floating-point number";
     T value{};
     auto [end, ec] = std::from_chars(bytes.data(), bytes.data() + bytes.size(), value);
     if (ec == std::errc::result_out_of_range)
-      detail::throw_decode_error("a floating-point number", bytes, "out of range");
+      detail::throw_decode_error(kWhat, bytes, "out of range for the map's type");
     if (ec != std::errc{} || end != bytes.data() + bytes.size() || bytes.empty())
-      detail::throw_decode_error("a floating-point number", bytes, "expected a number");
+      detail::throw_decode_error(kWhat, bytes,
+                                 std::is_integral_v<T> ? "expected decimal digits" : "expected a number");
     return value;
   }
 };

@@ -23,11 +23,7 @@ using pmap_test::Gate;
 using pmap_test::TempDir;
 using pmap_test::TestBackend;
 
-std::map<std::string, std::string> backend_contents(pmap::Backend& b) {
-  std::map<std::string, std::string> out;
-  b.scan([&](std::string_view k, std::string_view v) { out.emplace(k, v); });
-  return out;
-}
+using pmap_test::backend_contents;
 std::map<std::string, std::string> cache_contents(const Map& m) {
   auto s = m.snapshot();
   return {s.begin(), s.end()};

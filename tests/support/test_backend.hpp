@@ -10,7 +10,10 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <mutex>
+#include <sstream>
 #include <random>
 #include <string>
 
@@ -111,5 +114,20 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// A file's bytes.
+inline std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Everything a backend stores, sorted.
+inline std::map<std::string, std::string> backend_contents(pmap::Backend& b) {
+  std::map<std::string, std::string> out;
+  b.scan([&](std::string_view k, std::string_view v) { out.emplace(k, v); });
+  return out;
+}
 
 }  // namespace pmap_test

@@ -19,20 +19,11 @@ using pmap::Write;
 using Op = pmap::Write::Op;
 using pmap_test::TempDir;
 
-std::string slurp(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using pmap_test::slurp;
 void spit(const std::filesystem::path& p, const std::string& content) {
   std::ofstream(p, std::ios::binary | std::ios::trunc) << content;
 }
-std::map<std::string, std::string> contents(pmap::Backend& b) {
-  std::map<std::string, std::string> out;
-  b.scan([&](std::string_view k, std::string_view v) { out.emplace(k, v); });
-  return out;
-}
+std::map<std::string, std::string> contents(pmap::Backend& b) { return pmap_test::backend_contents(b); }
 
 TEST(Csv, FileAtRestIsPlainRfc4180) {
   TempDir dir;

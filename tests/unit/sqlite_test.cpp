@@ -16,12 +16,7 @@ namespace {
 using Map = pmap::PersistentMap<std::string, std::string>;
 using pmap_test::TempDir;
 
-std::string slurp(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using pmap_test::slurp;
 
 std::vector<std::string> files_in(const std::filesystem::path& dir) {
   std::vector<std::string> out;
