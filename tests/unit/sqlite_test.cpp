@@ -156,7 +156,8 @@ TEST(Sqlite, TextIsStoredAsTextAndBinaryAsBlob) {
     Map map{pmap::SqliteBackend(path)};
     map.insert("alice", "likes \"tea\", é");
     map.insert(std::string("bin\0ary", 7), std::string("\xff\x00", 2));
-    map.insert(std::string("a longer key, with a NUL \0 past the first words", 49), "x");
+    const char nul_key[] = "a longer key, with a NUL \0 past the first words";
+    map.insert(std::string(nul_key, sizeof nul_key - 1), "x");
     map.insert("a longer key, with a byte \xff past the first words", "x");
   }
   sqlite3* db = nullptr;
