@@ -244,7 +244,7 @@ void awaited_writes() {
     const double p50 = percentile(best_lat, 0.5), p99 = percentile(best_lat, 0.99);
     std::snprintf(extra, sizeof extra, "p50 %.0f us, p99 %.0f us; vs rollback journal %.1fx", p50, p99,
                   best / autocommit_rollback);
-    report({"awaited durable writes", std::to_string(threads) + " threads", "ops/s", best, autocommit_wal,
+    report({"awaited durable writes", std::to_string(threads) + (threads == 1 ? " thread" : " threads"), "ops/s", best, autocommit_wal,
             "Rust crate's path: autocommit upsert, WAL+FULL", threads == 64 ? ">= 50x" : "report", extra});
   }
 }

@@ -58,7 +58,7 @@ def main():
         ours_get = next(float(r["ours"]) for r in rows if r["workload"].startswith("reads") and r["variant"] == "1 thread")
         ours_bulk = max(float(r["ours"]) for r in rows if r["workload"] == "bulk durable writes")
         ours_awaited = next(float(r["ours"]) for r in rows
-                            if r["workload"] == "awaited durable writes" and r["variant"] == "1 threads")
+                            if r["workload"] == "awaited durable writes" and r["variant"].startswith("1 thread"))
         md += ["", "## Peers: the Python maps people use today", "",
                "Same keys and values, same machine, same run (`bench/peers/peers.py`, Debian's python3).",
                "persistent-map's sets are durable (SQLite WAL, synchronous=FULL).", "",
@@ -75,6 +75,10 @@ def main():
                 md.append("| %s | set | %s | %s | %s (bulk, 8 threads) / %s (awaited, 1 thread) | %.1fx / %.2fx | %s |" % (
                     p["peer"], fmt(peer, ""), p["durability"], fmt(ours_bulk, ""), fmt(ours_awaited, ""),
                     ours_bulk / peer, ours_awaited / peer, target))
+    notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "notes.md")
+    if os.path.exists(notes):
+        with open(notes) as f:
+            md.append(f.read().rstrip("\n"))
     with open(out_md, "w") as f:
         f.write("\n".join(md) + "\n")
 
