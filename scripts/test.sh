@@ -2,13 +2,21 @@
 # Builds persistent-map and runs every test. Exits non-zero on any failure.
 #
 #   ./scripts/test.sh              warnings-as-errors build + the whole suite
+#                                  (fuzz corpora replayed, 200-kill crash loops)
 #   PMAP_SANITIZE=1 ./scripts/test.sh
-#                                  also the suite under ASan+UBSan and under TSan
+#                                  also the suite under ASan+UBSan and under TSan,
+#                                  and each libFuzzer target for a short while
 #                                  (CI sets this)
+#   PMAP_LONG_TESTS=1 PMAP_SANITIZE=1 ./scripts/test.sh
+#                                  the long versions: 2,000-kill crash loops and
+#                                  PMAP_FUZZ_SECONDS (default 300) per fuzz target
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$(pwd)
 . scripts/deps.sh
-pmap_install_deps libgtest-dev libgmock-dev
+extra=()
+[ "${PMAP_SANITIZE:-0}" = 1 ] && extra+=(clang libclang-rt-14-dev)
+pmap_install_deps libgtest-dev libgmock-dev "${extra[@]}"
 
 run_preset() {
   local preset=$1
@@ -19,9 +27,33 @@ run_preset() {
   ctest --preset "$preset"
 }
 
+run_fuzzers() {
+  local seconds=$1 work
+  echo "==> [fuzz] configure and build (clang, libFuzzer, ASan+UBSan)"
+  cmake --preset fuzz >/dev/null
+  cmake --build --preset fuzz
+  work=$(mktemp -d)
+  for target in csv uri codec; do
+    echo "==> [fuzz] $target for ${seconds}s"
+    mkdir -p "$work/$target"
+    cp tests/fuzz/corpus/$target/* "$work/$target/"
+    # The corpus copy is absolute: the uri target changes directory.
+    (cd "$work" && "$root/build/fuzz/tests/pmap_fuzz_$target" "$work/$target" \
+        -max_total_time="$seconds" -print_final_stats=1 >"$work/$target.log" 2>&1) || {
+      tail -40 "$work/$target.log"; echo "fuzz target $target failed; reproducer in $work" >&2; exit 1; }
+    grep -E "stat::number_of_executed_units" "$work/$target.log" | sed "s/^/    $target: /"
+  done
+  rm -rf "$work"
+}
+
 run_preset dev
 if [ "${PMAP_SANITIZE:-0}" = 1 ]; then
   run_preset asan
   run_preset tsan
+  if [ "${PMAP_LONG_TESTS:-0}" = 1 ]; then
+    run_fuzzers "${PMAP_FUZZ_SECONDS:-300}"
+  else
+    run_fuzzers "${PMAP_FUZZ_SECONDS:-20}"
+  fi
 fi
 echo "==> all tests passed"
