@@ -19,6 +19,12 @@
 //   convert both ways                  NLOHMANN_DEFINE_TYPE_*)
 //
 // Text encodings keep SQLite and CSV files readable with ordinary tools.
+//
+// Known limit of the JSON codec: nlohmann::json converts a JSON float to an
+// integer member with a plain static_cast, so a hand-edited value such as
+// 1e30 in an `int` field is undefined behaviour inside nlohmann rather than an
+// Errc::codec error. Keep integer fields' values in range, or write a
+// from_json that checks `j.is_number_integer()`.
 // decode() rejects input it cannot read completely with Errc::codec; the map
 // adds the key to the message.
 //
