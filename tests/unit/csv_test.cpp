@@ -19,11 +19,11 @@ using pmap::Write;
 using Op = pmap::Write::Op;
 using pmap_test::TempDir;
 
+using pmap_test::backend_contents;
 using pmap_test::slurp;
 void spit(const std::filesystem::path& p, const std::string& content) {
   std::ofstream(p, std::ios::binary | std::ios::trunc) << content;
 }
-std::map<std::string, std::string> contents(pmap::Backend& b) { return pmap_test::backend_contents(b); }
 
 TEST(Csv, FileAtRestIsPlainRfc4180) {
   TempDir dir;
@@ -165,7 +165,7 @@ TEST(Csv, CompactsWhenDeadRowsOutweighLiveOnes) {
   }
   // Without compaction the file would hold ~500 batches (~10 KB).
   EXPECT_LT(largest, 2000u);
-  EXPECT_EQ(contents(b), (std::map<std::string, std::string>{{"a", "499"}, {"b", "2"}}));
+  EXPECT_EQ(backend_contents(b), (std::map<std::string, std::string>{{"a", "499"}, {"b", "2"}}));
 }
 
 TEST(Csv, CloseLeavesTheCompactForm) {
@@ -191,7 +191,7 @@ TEST(Csv, TornAppendAtEveryByteLoadsTheLastCommittedState) {
   }  // compacted: the batches below are appended to a clean file
   {
     pmap::CsvBackend b(path);
-    committed.emplace_back(slurp(path).size(), contents(b));
+    committed.emplace_back(slurp(path).size(), backend_contents(b));
     const std::vector<std::vector<Write>> batches = {
         {{Op::put, "a", "1"}, {Op::put, "b", "x,y"}},
         {{Op::erase, "base", ""}, {Op::put, "", "empty key"}},
@@ -200,7 +200,7 @@ TEST(Csv, TornAppendAtEveryByteLoadsTheLastCommittedState) {
     };
     for (const auto& batch : batches) {
       b.write(batch);
-      committed.emplace_back(slurp(path).size(), contents(b));
+      committed.emplace_back(slurp(path).size(), backend_contents(b));
     }
     full = slurp(path);
   }
@@ -212,7 +212,7 @@ TEST(Csv, TornAppendAtEveryByteLoadsTheLastCommittedState) {
     std::size_t k = 0;
     while (k + 1 < committed.size() && committed[k + 1].first <= cut) ++k;
     pmap::CsvBackend b(torn);
-    ASSERT_EQ(contents(b), committed[k].second);
+    ASSERT_EQ(backend_contents(b), committed[k].second);
   }
 }
 
