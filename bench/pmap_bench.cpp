@@ -49,6 +49,7 @@ struct Config {
   bool quick = false;
   std::filesystem::path dir;
   std::string tsv;
+  std::string only;  // run just the workloads whose name contains this
 };
 Config cfg;
 
@@ -530,8 +531,12 @@ int main(int argc, char** argv) try {
     else if (a == "--reps" && i + 1 < argc) cfg.reps = std::stoi(argv[++i]);
     else if (a == "--dir" && i + 1 < argc) cfg.dir = argv[++i];
     else if (a == "--tsv" && i + 1 < argc) cfg.tsv = argv[++i];
+    else if (a == "--only" && i + 1 < argc) cfg.only = argv[++i];
     else {
-      std::fprintf(stderr, "usage: %s [--n N] [--reps R] [--quick] [--dir DIR] [--tsv FILE]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--n N] [--reps R] [--quick] [--dir DIR] [--tsv FILE] [--only NAME]\n"
+                   "  NAME: part of bulk, awaited, reads, load, memory, csv\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -547,13 +552,17 @@ int main(int argc, char** argv) try {
   std::filesystem::create_directories(cfg.dir);
   std::printf("persistent-map benchmarks: N=%zu, best of %d, files in %s\n", cfg.n, cfg.reps, cfg.dir.c_str());
 
-  bulk_writes(false);
-  bulk_writes(true);
-  awaited_writes();
-  reads_and_mixed();
-  open_load();
-  memory_per_entry();
-  csv_writes_and_load();
+  const std::pair<const char*, void (*)()> workloads[] = {
+      {"bulk-sequential", [] { bulk_writes(false); }},
+      {"bulk-random", [] { bulk_writes(true); }},
+      {"awaited", awaited_writes},
+      {"reads-mixed", reads_and_mixed},
+      {"load", open_load},
+      {"memory", memory_per_entry},
+      {"csv", csv_writes_and_load},
+  };
+  for (const auto& [name, run] : workloads)
+    if (std::string_view(name).find(cfg.only) != std::string_view::npos) run();
 
   if (!cfg.tsv.empty()) {
     std::ofstream out(cfg.tsv);

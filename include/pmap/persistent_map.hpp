@@ -9,7 +9,7 @@
 // would declare a function.)
 //
 // The whole map lives in memory, in N shards, each a hash map under its own
-// reader-writer lock. Reads (get, contains, size, for_each, snapshot) are
+// reader-writer lock (detail::ReadMostlyMutex: readers write no shared line). Reads (get, contains, size, for_each, snapshot) are
 // served from there and never wait for disk or for the writer. A write
 // updates the cache and queues the encoded change under the same shard lock,
 // so the backend applies writes to one key in the order the cache saw them;
@@ -41,7 +41,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <shared_mutex>
+#include <shared_mutex>  // std::shared_lock
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -53,6 +53,7 @@
 #include "pmap/backend.hpp"
 #include "pmap/codec.hpp"
 #include "pmap/detail/completion.hpp"
+#include "pmap/detail/read_mostly_mutex.hpp"
 #include "pmap/detail/writer.hpp"
 #include "pmap/error.hpp"
 #include "pmap/future.hpp"
@@ -191,7 +192,9 @@ class PersistentMap final : private detail::CacheRepair {
   // Errors: Errc::invalid_argument for a null backend; as above.
   explicit PersistentMap(std::unique_ptr<Backend> backend, Options options = {})
       : shard_count_(round_up_pow2(options.shards)),
+        readers_(shard_count_),
         shards_(std::make_unique<Shard[]>(shard_count_)) {
+    for (std::size_t i = 0; i < shard_count_; ++i) shards_[i].mutex.attach(readers_, i);
     if (!backend) throw Error(Errc::invalid_argument, "PersistentMap: the backend is null");
     load(*backend);
     completion_ = std::make_shared<detail::Completion>(options.executor, options.on_error);
@@ -341,7 +344,7 @@ class PersistentMap final : private detail::CacheRepair {
     std::vector<std::size_t> order = shard_of;
     std::sort(order.begin(), order.end());
     order.erase(std::unique(order.begin(), order.end()), order.end());
-    std::vector<std::unique_lock<std::shared_mutex>> locks;
+    std::vector<std::unique_lock<detail::ReadMostlyMutex>> locks;
     locks.reserve(order.size());
     for (std::size_t i : order) locks.emplace_back(shards_[i].mutex);  // ascending: no deadlock
     std::size_t i = 0;
@@ -453,7 +456,7 @@ class PersistentMap final : private detail::CacheRepair {
 
  private:
   struct alignas(64) Shard {
-    mutable std::shared_mutex mutex;
+    mutable detail::ReadMostlyMutex mutex;
     Table table;  // guarded by mutex
   };
 
@@ -473,8 +476,8 @@ class PersistentMap final : private detail::CacheRepair {
   }
   Shard& shard_for(std::size_t h) const noexcept { return shards_[shard_index(h)]; }
 
-  std::vector<std::unique_lock<std::shared_mutex>> lock_all() const {
-    std::vector<std::unique_lock<std::shared_mutex>> locks;
+  std::vector<std::unique_lock<detail::ReadMostlyMutex>> lock_all() const {
+    std::vector<std::unique_lock<detail::ReadMostlyMutex>> locks;
     locks.reserve(shard_count_);
     for (std::size_t i = 0; i < shard_count_; ++i) locks.emplace_back(shards_[i].mutex);
     return locks;
@@ -560,6 +563,7 @@ class PersistentMap final : private detail::CacheRepair {
   }
 
   const std::size_t shard_count_;
+  detail::ReaderCounters readers_;  // the shard locks' reader counts
   std::unique_ptr<Shard[]> shards_;
   std::atomic<std::size_t> size_{0};  // relaxed: a count, not a synchronisation point
   std::shared_ptr<detail::Completion> completion_;
