@@ -9,15 +9,16 @@
 // would declare a function.)
 //
 // The whole map lives in memory, in N shards, each a hash map under its own
-// reader-writer lock (detail::ReadMostlyMutex: readers write no shared line). Reads (get, contains, size, for_each, snapshot) are
-// served from there and never wait for disk or for the writer. A write
-// updates the cache and queues the encoded change under the same shard lock,
-// so the backend applies writes to one key in the order the cache saw them;
-// the writer thread commits everything queued together in one backend
-// transaction (group commit) and then completes the futures. When the
-// backend rejects a commit, the futures of that group fail with the error
-// and, before they complete, the cache is put back to what the backend holds
-// (keys with a newer queued write keep that newer value).
+// reader-writer lock (detail::ReadMostlyMutex, whose readers write no cache
+// line another thread's readers write). Reads (get, contains, size,
+// for_each, snapshot) are served from there and never wait for disk or for
+// the writer. A write updates the cache and queues the encoded change under
+// the same shard lock, so the backend applies writes to one key in the order
+// the cache saw them; the writer thread commits everything queued together
+// in one backend transaction (group commit) and then completes the futures.
+// When the backend rejects a commit, the futures of that group fail with the
+// error and, before they complete, the cache is put back to what the backend
+// holds (keys with a newer queued write keep that newer value).
 //
 // Guarantees:
 //   - read your writes: once insert() has returned its future, get() in any
@@ -151,8 +152,8 @@ struct KeyTraits<std::string> {
   constexpr std::size_t kShown = 80;
   std::string key(key_bytes.substr(0, kShown));
   if (key_bytes.size() > kShown) key += "...";
-  throw Error(e.code(), std::string(e.what()) + " (key \"" + key + "\" in " + std::string(where) +
-                            ")");
+  throw Error(e.code(),
+              std::string(e.what()) + " (key \"" + key + "\" in " + std::string(where) + ")");
 }
 
 }  // namespace detail
@@ -176,8 +177,8 @@ class PersistentMap final : private detail::CacheRepair {
   // Errors: the backend's (Errc::io, corrupt, locked, ...); Errc::codec
   // naming the key when a stored key or value does not decode.
   template <class B>
-    requires std::derived_from<B, Backend> && (!std::is_lvalue_reference_v<B>)
-  explicit PersistentMap(B&& backend, Options options = {})
+  requires std::derived_from<B, Backend> &&
+      (!std::is_lvalue_reference_v<B>)explicit PersistentMap(B&& backend, Options options = {})
       : PersistentMap(std::unique_ptr<Backend>(std::make_unique<B>(std::move(backend))),
                       std::move(options)) {}
 
@@ -251,8 +252,7 @@ class PersistentMap final : private detail::CacheRepair {
   // Removes key. The future yields the removed value (nullopt, at once, when
   // the key is absent: there is nothing to commit).
   template <class Q>
-    requires LookupKeyFor<K, Q>
-  Future<std::optional<V>> erase(const Q& key) {
+  requires LookupKeyFor<K, Q> Future<std::optional<V>> erase(const Q& key) {
     std::string key_bytes;
     Traits::encode(key, key_bytes);
     auto ticket = writer_->reserve(1);
@@ -282,8 +282,8 @@ class PersistentMap final : private detail::CacheRepair {
   // short, and do not call the map from it. If f throws, nothing changes and
   // the exception propagates. A K is built only when a new key is inserted.
   template <class Q, class F>
-    requires LookupKeyFor<K, Q> && std::is_invocable_v<F&, std::optional<V>&>
-  Future<std::optional<V>> update(const Q& key, F f) {
+  requires LookupKeyFor<K, Q> && std::is_invocable_v < F&, std::optional<V>
+  & > Future<std::optional<V>> update(const Q& key, F f) {
     std::string key_bytes;
     Traits::encode(key, key_bytes);
     auto ticket = writer_->reserve(1);
@@ -393,8 +393,8 @@ class PersistentMap final : private detail::CacheRepair {
 
   // The value of key, from memory. Never waits for I/O or for the writer.
   template <class Q>
-    requires LookupKeyFor<K, Q>
-  std::optional<V> get(const Q& key) const {
+  requires LookupKeyFor<K, Q> std::optional<V> get(const Q& key)
+  const {
     const auto& view = Traits::view(key);
     const std::size_t h = hash(view);
     const Shard& shard = shard_for(h);
@@ -405,7 +405,7 @@ class PersistentMap final : private detail::CacheRepair {
   }
 
   template <class Q>
-    requires LookupKeyFor<K, Q>
+  requires LookupKeyFor<K, Q>
   bool contains(const Q& key) const {
     const auto& view = Traits::view(key);
     const std::size_t h = hash(view);
@@ -421,7 +421,7 @@ class PersistentMap final : private detail::CacheRepair {
   // written meanwhile may or may not be seen, none is seen twice. It copies
   // one shard at a time and holds no lock while f runs, so f may use the map.
   template <class F>
-    requires std::is_invocable_v<F&, const K&, const V&>
+  requires std::is_invocable_v<F&, const K&, const V&>
   void for_each(F f) const {
     std::vector<std::pair<K, V>> chunk;
     for (std::size_t i = 0; i < shard_count_; ++i) {

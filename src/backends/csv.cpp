@@ -105,8 +105,7 @@ class Parser {
           if (c == '\n') ++line_;
           field.text.push_back(c);
         }
-        if (pos_ < data_.size() && data_[pos_] != ',' && data_[pos_] != '\n' &&
-            data_[pos_] != '\r')
+        if (pos_ < data_.size() && data_[pos_] != ',' && data_[pos_] != '\n' && data_[pos_] != '\r')
           return Status::bad_after_quote;
       } else {
         const std::size_t start = pos_;
@@ -150,13 +149,16 @@ class Parser {
 
 const char* describe_status(Parser::Status s) {
   switch (s) {
-    case Parser::Status::unterminated_quote: return "a quoted field is never closed";
+    case Parser::Status::unterminated_quote:
+      return "a quoted field is never closed";
     case Parser::Status::bad_after_quote:
       return "a closing quote must be followed by a comma or the end of the line (write a quote "
              "inside a quoted field as \"\")";
-    case Parser::Status::bare_cr: return "a carriage return outside quotes that is not before a "
-                                         "line feed";
-    default: return "malformed";
+    case Parser::Status::bare_cr:
+      return "a carriage return outside quotes that is not before a "
+             "line feed";
+    default:
+      return "malformed";
   }
 }
 
@@ -166,6 +168,7 @@ struct CsvBackend::Impl {
   std::filesystem::path path;
   std::string where;
   detail::FileLock lock;
+  detail::FileWatch watch{path};
   std::map<std::string, std::string, std::less<>> entries;  // the committed state
   std::size_t lines = 0;      // data lines in the file: rows, batch markers, batch lines
   int fd = -1;                // the file, open for appending
@@ -177,7 +180,12 @@ struct CsvBackend::Impl {
   ~Impl() {
     if (fd >= 0) {
       try {
-        if (lines != entries.size()) rewrite();  // at rest, the file is compact
+        // At rest the file is compact; but never recreate or overwrite a
+        // file another program deleted, replaced or changed.
+        if (lines != entries.size()) {
+          watch.check(where, /*exact=*/true);
+          rewrite();
+        }
       } catch (...) {
         // Closing must not throw; the file is valid (committed batches) as it is.
       }
@@ -215,12 +223,11 @@ struct CsvBackend::Impl {
       }
       status = parser.next(fields, terminated);
       if (status == Parser::Status::end) return;
-      if (status != Parser::Status::record)
-        corrupt(parser.record_line(), describe_status(status));
+      if (status != Parser::Status::record) corrupt(parser.record_line(), describe_status(status));
       if (fields.size() == 1 && fields[0].text.empty() && !fields[0].quoted) continue;  // blank
       if (fields.size() != 2)
-        corrupt(parser.record_line(), "expected 2 fields (key,value), found " +
-                                          std::to_string(fields.size()));
+        corrupt(parser.record_line(),
+                "expected 2 fields (key,value), found " + std::to_string(fields.size()));
       ++lines;
       entries.insert_or_assign(std::move(fields[0].text), std::move(fields[1].text));
     }
@@ -295,6 +302,7 @@ struct CsvBackend::Impl {
     if (fd < 0) detail::throw_errno(errno, where + ": cannot open for writing");
     size = ::lseek(fd, 0, SEEK_END);
     if (size < 0) detail::throw_errno(errno, where + ": cannot seek");
+    watch.seen(where);
   }
 
   void rewrite() {
@@ -346,6 +354,7 @@ struct CsvBackend::Impl {
       throw;
     }
     size = before + static_cast<off_t>(record.size());
+    watch.expect_size(size);
     lines += 1 + batch.size();
   }
 };
@@ -364,6 +373,10 @@ CsvBackend::CsvBackend(std::filesystem::path path) {
     d.rewrite();  // a new file: just the header
     return;
   }
+  // A read-only file is refused before a compaction could replace it.
+  const int probe = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (probe < 0) detail::throw_errno(errno, where + ": cannot open for writing");
+  ::close(probe);
   const std::string content = detail::read_file(path);
   d.load(content);
   if (content != d.compact_form())
@@ -388,9 +401,12 @@ std::optional<std::string> CsvBackend::get(std::string_view key) {
 
 void CsvBackend::write(std::span<const Write> batch) {
   Impl& d = *impl_;
+  // Appending to a file another program deleted, replaced or changed would
+  // lose the batch or land it after garbage.
   if (d.fd < 0)
-    throw Error(Errc::io, d.where + ": an earlier failed write could not be undone in the file; "
-                                    "reopen the map");
+    d.rewrite();  // an earlier failed append could not be cut off: rewrite the file
+  else
+    d.watch.check(d.where, /*exact=*/true);
   const bool clears = std::any_of(batch.begin(), batch.end(),
                                   [](const Write& w) { return w.op == Write::Op::clear; });
   if (clears) {
@@ -398,9 +414,15 @@ void CsvBackend::write(std::span<const Write> batch) {
     auto staged = d.entries;
     for (const Write& w : batch) {
       switch (w.op) {
-        case Write::Op::put: staged.insert_or_assign(w.key, w.value); break;
-        case Write::Op::erase: staged.erase(w.key); break;
-        case Write::Op::clear: staged.clear(); break;
+        case Write::Op::put:
+          staged.insert_or_assign(w.key, w.value);
+          break;
+        case Write::Op::erase:
+          staged.erase(w.key);
+          break;
+        case Write::Op::clear:
+          staged.clear();
+          break;
       }
     }
     staged.swap(d.entries);

@@ -23,6 +23,12 @@ void throw_errno(int err, const std::string& what) {
     case EROFS:
       message += " (check the file's and directory's permissions)";
       break;
+    case EFBIG:
+      message += " (the file reached a size limit: see `ulimit -f` and the file system's maximum)";
+      break;
+    case EIO:
+      message += " (the device reported an error: check the disk and the system log)";
+      break;
     default:
       break;
   }
@@ -76,7 +82,8 @@ std::string read_file(const std::filesystem::path& path) {
   if (fd < 0) throw_errno(errno, "cannot open " + path.string());
   std::string content;
   struct stat st {};
-  if (::fstat(fd, &st) == 0 && st.st_size > 0) content.reserve(static_cast<std::size_t>(st.st_size));
+  if (::fstat(fd, &st) == 0 && st.st_size > 0)
+    content.reserve(static_cast<std::size_t>(st.st_size));
   char buf[1 << 16];
   for (;;) {
     const ssize_t n = ::read(fd, buf, sizeof buf);
@@ -137,6 +144,42 @@ void sync_directory(const std::filesystem::path& dir) {
   const int err = errno;
   ::close(fd);
   if (rc != 0 && err != EINVAL) throw_errno(err, "cannot fsync directory " + d.string());
+}
+
+void FileWatch::seen(const std::string& where) {
+  struct stat st {};
+  if (::stat(path_.c_str(), &st) != 0) throw_errno(errno, where + ": cannot stat the file");
+  device_ = st.st_dev;
+  inode_ = st.st_ino;
+  size_ = st.st_size;
+}
+
+void FileWatch::check(const std::string& where, bool exact) {
+  if (size_ < 0) return;
+  constexpr const char* kInMemory =
+      " Every committed entry is still in the map's memory: snapshot() copies it out.";
+  struct stat st {};
+  if (::stat(path_.c_str(), &st) != 0) {
+    if (errno != ENOENT) throw_errno(errno, where + ": cannot stat the file");
+    throw Error(Errc::io, where +
+                              ": the file was deleted or moved away by another program while "
+                              "the map had it open; writes are refused so that none goes into a "
+                              "file nobody can open. Put the file back to resume writing." +
+                              kInMemory);
+  }
+  if (st.st_dev != device_ || st.st_ino != inode_)
+    throw Error(Errc::io, where +
+                              ": the file was replaced by another program while the map had it "
+                              "open (persistent-map did not write the new file); writes are "
+                              "refused. Close the map before changing its file." +
+                              kInMemory);
+  if (st.st_size < size_ || (exact && st.st_size != size_))
+    throw Error(Errc::corrupt,
+                where + ": the file was " + (st.st_size < size_ ? "truncated" : "changed") +
+                    " by another program while the map had it open (" + std::to_string(st.st_size) +
+                    " bytes, expected " + std::to_string(size_) +
+                    "); writes are refused. Restore the file from a backup." + kInMemory);
+  size_ = st.st_size;
 }
 
 }  // namespace pmap::detail

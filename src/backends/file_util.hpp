@@ -48,4 +48,25 @@ void replace_file(const std::filesystem::path& path, std::string_view content);
 // fsync of a directory, so that a create or rename in it is durable.
 void sync_directory(const std::filesystem::path& dir);
 
+// What a backend last saw of its open file, to notice another program
+// deleting, moving, replacing or truncating it underneath: writes would then
+// go into a file nobody can open, or after a hole. Costs one stat().
+class FileWatch {
+ public:
+  explicit FileWatch(std::filesystem::path path) : path_(std::move(path)) {}
+  // Records the file now at path (the backend's own file). Errors: Errc::io.
+  void seen(const std::string& where);
+  // The backend itself made the file this long.
+  void expect_size(long long size) noexcept { size_ = size; }
+  // Errors: Errc::io when path no longer names the file seen (deleted, moved
+  // away, replaced); Errc::corrupt when it is shorter than expected or, with
+  // exact, of any other size. The messages say what to do.
+  void check(const std::string& where, bool exact);
+
+ private:
+  std::filesystem::path path_;
+  unsigned long long device_ = 0, inode_ = 0;
+  long long size_ = -1;  // -1: not seen yet
+};
+
 }  // namespace pmap::detail

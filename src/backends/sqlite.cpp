@@ -80,9 +80,12 @@ bool is_plain_text(std::string_view s) {
 
 const char* synchronous_pragma(Synchronous s) {
   switch (s) {
-    case Synchronous::full: return "PRAGMA synchronous=FULL";
-    case Synchronous::normal: return "PRAGMA synchronous=NORMAL";
-    case Synchronous::off: return "PRAGMA synchronous=OFF";
+    case Synchronous::full:
+      return "PRAGMA synchronous=FULL";
+    case Synchronous::normal:
+      return "PRAGMA synchronous=NORMAL";
+    case Synchronous::off:
+      return "PRAGMA synchronous=OFF";
   }
   return "PRAGMA synchronous=FULL";
 }
@@ -90,16 +93,20 @@ const char* synchronous_pragma(Synchronous s) {
 Errc errc_of(int rc) {
   switch (rc & 0xFF) {
     case SQLITE_BUSY:
-    case SQLITE_LOCKED: return Errc::locked;
+    case SQLITE_LOCKED:
+      return Errc::locked;
     case SQLITE_CORRUPT:
-    case SQLITE_NOTADB: return Errc::corrupt;
+    case SQLITE_NOTADB:
+      return Errc::corrupt;
     case SQLITE_FULL:
     case SQLITE_IOERR:
     case SQLITE_CANTOPEN:
     case SQLITE_READONLY:
     case SQLITE_PERM:
-    case SQLITE_NOLFS: return Errc::io;
-    default: return Errc::backend;
+    case SQLITE_NOLFS:
+      return Errc::io;
+    default:
+      return Errc::backend;
   }
 }
 
@@ -109,12 +116,42 @@ std::string advice_for(int rc) {
     case SQLITE_LOCKED:
       return " (another connection holds the database; raise SqliteOptions::busy_timeout or "
              "finish that transaction)";
-    case SQLITE_FULL: return " (the disk is full: free some space, then retry)";
+    case SQLITE_FULL:
+      return " (the disk is full: free some space, then retry)";
+    case SQLITE_IOERR:
+      return " (the operating system refused the I/O: check the disk, its free space and the "
+             "file's size limit, then retry)";
     case SQLITE_READONLY:
-    case SQLITE_PERM: return " (check the file's and directory's permissions)";
-    case SQLITE_NOTADB: return " (the file is not a SQLite database; open another path)";
-    case SQLITE_CORRUPT: return " (the database is damaged; restore it from a backup)";
-    default: return "";
+    case SQLITE_PERM:
+      return " (check the file's and directory's permissions)";
+    case SQLITE_NOTADB:
+      return " (the file is not a SQLite database; open another path)";
+    case SQLITE_CORRUPT:
+      return " (the database is damaged; restore it from a backup)";
+    default:
+      return "";
+  }
+}
+
+// Which I/O failed, for SQLite's one "disk I/O error" message. (SQLite keeps
+// the errno of a write that failed in the WAL to itself.)
+const char* ioerr_detail(int rc) {
+  switch (rc) {
+    case SQLITE_IOERR_WRITE:
+      return ": a write to the database or its WAL failed";
+    case SQLITE_IOERR_FSYNC:
+    case SQLITE_IOERR_DIR_FSYNC:
+      return ": an fsync failed";
+    case SQLITE_IOERR_READ:
+    case SQLITE_IOERR_SHORT_READ:
+      return ": a read failed";
+    case SQLITE_IOERR_TRUNCATE:
+      return ": truncating a file failed";
+    case SQLITE_IOERR_SHMSIZE:
+    case SQLITE_IOERR_SHMMAP:
+      return ": growing the WAL index (-shm file) failed";
+    default:
+      return "";
   }
 }
 
@@ -133,6 +170,8 @@ struct SqliteBackend::Impl {
   SqliteOptions options;
   std::string where;  // sqlite:/abs/path#table
   detail::FileLock lock;
+  detail::FileWatch watch{path};
+  bool shrinks = false;  // auto_vacuum: checkpoints may shorten the file
   sqlite3* db = nullptr;
   sqlite3_stmt* begin = nullptr;
   sqlite3_stmt* commit = nullptr;
@@ -152,8 +191,16 @@ struct SqliteBackend::Impl {
     sqlite3_close_v2(db);
   }
 
-  [[noreturn]] void fail(int rc, const std::string& doing) const {
-    const char* msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  // os_error: sqlite3_system_errno() read right after the failing call.
+  [[noreturn]] void fail(int rc, const std::string& doing, int os_error = -1) const {
+    std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    // "disk I/O error" alone does not say which: add the system's reason.
+    const int primary = rc & 0xFF;
+    if (os_error < 0) os_error = db ? sqlite3_system_errno(db) : 0;
+    if (primary == SQLITE_IOERR) msg += ioerr_detail(rc);
+    if (os_error != 0 && (primary == SQLITE_IOERR || primary == SQLITE_FULL ||
+                          primary == SQLITE_CANTOPEN || primary == SQLITE_READONLY))
+      msg += std::string(" (") + std::strerror(os_error) + ")";
     throw Error(errc_of(rc), where + ": " + doing + ": " + msg + advice_for(rc));
   }
 
@@ -190,8 +237,10 @@ struct SqliteBackend::Impl {
   // (naming key, when given) is built only on failure: this is the hot path.
   void run(sqlite3_stmt* stmt, const char* doing, const std::string* key = nullptr) {
     const int rc = sqlite3_step(stmt);
+    const int os_error = rc == SQLITE_DONE ? 0 : sqlite3_system_errno(db);
     sqlite3_reset(stmt);
-    if (rc != SQLITE_DONE) fail(rc, key ? std::string(doing) + " " + shown_key(*key) : doing);
+    if (rc != SQLITE_DONE)
+      fail(rc, key ? std::string(doing) + " " + shown_key(*key) : doing, os_error);
   }
 
   static std::string_view column(sqlite3_stmt* stmt, int i) {
@@ -222,8 +271,9 @@ SqliteBackend::SqliteBackend(std::filesystem::path path, SqliteOptions options) 
     if (!in) detail::throw_errno(errno, where + ": cannot open");
     in.read(header.data(), header.size());
     if (in.gcount() != 16 || std::memcmp(header.data(), "SQLite format 3", 16) != 0)
-      throw Error(Errc::corrupt, where + ": the file is not a SQLite database (it was left "
-                                         "untouched); open another path");
+      throw Error(Errc::corrupt, where +
+                                     ": the file is not a SQLite database (it was left "
+                                     "untouched); open another path");
   }
 
   detail::FileLock lock(path.string() + "-" + options.table + ".pmap-lock",
@@ -231,10 +281,17 @@ SqliteBackend::SqliteBackend(std::filesystem::path path, SqliteOptions options) 
   impl_ = std::make_unique<Impl>(path, std::move(options), where, std::move(lock));
   Impl& d = *impl_;
 
-  const int rc = sqlite3_open_v2(
-      path.c_str(), &d.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-      nullptr);
+  const int rc =
+      sqlite3_open_v2(path.c_str(), &d.db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) d.fail(rc, "cannot open the database");
+  // SQLite falls back to read-only when it cannot write the file; the map
+  // would then fail on its first write. Say so now.
+  if (sqlite3_db_readonly(d.db, "main") == 1)
+    throw Error(Errc::io, where +
+                              ": the database file is read-only for this process, and the "
+                              "map needs to write it (check the file's permissions and owner, "
+                              "and whether its file system is mounted read-only)");
   sqlite3_extended_result_codes(d.db, 1);
   sqlite3_busy_timeout(d.db, static_cast<int>(d.options.busy_timeout.count()));
 
@@ -245,10 +302,14 @@ SqliteBackend::SqliteBackend(std::filesystem::path path, SqliteOptions options) 
 
   // The table name was validated above; it cannot be a bound parameter.
   const std::string t = "\"" + d.options.table + "\"";
-  const std::string create =
-      "CREATE TABLE IF NOT EXISTS " + t +
-      " (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID";
+  const std::string create = "CREATE TABLE IF NOT EXISTS " + t +
+                             " (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID";
   d.exec(create.c_str(), "cannot create table " + d.options.table);
+
+  d.watch.seen(where);
+  sqlite3_stmt* vacuum = d.prepare("PRAGMA auto_vacuum");
+  if (sqlite3_step(vacuum) == SQLITE_ROW) d.shrinks = sqlite3_column_int(vacuum, 0) != 0;
+  sqlite3_finalize(vacuum);
 
   d.begin = d.prepare("BEGIN IMMEDIATE");
   d.commit = d.prepare("COMMIT");
@@ -295,6 +356,10 @@ std::optional<std::string> SqliteBackend::get(std::string_view key) {
 
 void SqliteBackend::write(std::span<const Write> batch) {
   Impl& d = *impl_;
+  // SQLite would go on committing into a deleted or truncated file.
+  if (d.shrinks)
+    d.watch.expect_size(0);  // the file may shrink by itself: check only that it is there
+  d.watch.check(d.where, /*exact=*/false);
   d.run(d.begin, "cannot begin a transaction");
   try {
     for (const Write& w : batch) {

@@ -1,0 +1,497 @@
+// I/O faults under the SQLite and CSV backends: a full disk (a real,
+// size-limited tmpfs), a file size limit (RLIMIT_FSIZE), read-only and
+// unreadable files, a read-only file system, and a file deleted, moved,
+// truncated or replaced by another program while the map has it open.
+//
+// Each must give a pmap::Error that names the file and says what to do, keep
+// every acknowledged write, and let the map write again once the fault is
+// gone — or say clearly that it cannot.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "../support/test_backend.hpp"
+#include "pmap/pmap.hpp"
+
+namespace {
+
+using Map = pmap::PersistentMap<std::string, std::string>;
+using pmap_test::slurp;
+using pmap_test::TempDir;
+namespace fs = std::filesystem;
+
+// ---- fault makers ------------------------------------------------------------
+
+// A tmpfs of a few MiB mounted on a temp dir (needs root, as CI runs): a real
+// "No space left on device". fill() takes all its space with a ballast file;
+// free_space() deletes it.
+class SmallFs {
+ public:
+  explicit SmallFs(std::size_t bytes) {
+    const std::string options = "size=" + std::to_string(bytes) + ",mode=0777";
+    if (::mount("pmap-test", dir_.path().c_str(), "tmpfs", 0, options.c_str()) == 0)
+      mounted_ = true;
+    else
+      why_ = std::strerror(errno);
+  }
+  ~SmallFs() {
+    if (mounted_) ::umount2(dir_.path().c_str(), MNT_DETACH);
+  }
+  bool mounted() const { return mounted_; }
+  const std::string& why_not() const { return why_; }
+  fs::path operator/(const std::string& name) const { return dir_ / name; }
+
+  void fill() {
+    std::ofstream ballast(dir_ / "ballast", std::ios::binary);
+    const std::string chunk(1 << 16, 'b');
+    while (ballast.write(chunk.data(), static_cast<std::streamsize>(chunk.size()))) {
+    }
+    ballast.close();
+    // What a 64 KiB write could not place, a byte at a time.
+    std::ofstream tail(dir_ / "ballast", std::ios::binary | std::ios::app);
+    while (tail.put('b') && tail.flush()) {
+    }
+  }
+  std::size_t free_bytes() const {
+    struct statvfs st {};
+    ::statvfs(dir_.path().c_str(), &st);
+    return static_cast<std::size_t>(st.f_bavail) * st.f_frsize;
+  }
+  void free_space() { fs::remove(dir_ / "ballast"); }
+  // Remounts read-only (no file may be open for writing).
+  bool remount_read_only() {
+    return ::mount("pmap-test", dir_.path().c_str(), "tmpfs", MS_REMOUNT | MS_RDONLY, nullptr) == 0;
+  }
+
+ private:
+  TempDir dir_;
+  bool mounted_ = false;
+  std::string why_;
+};
+
+// RLIMIT_FSIZE for this process: writes past `bytes` fail with EFBIG (the
+// signal that would kill the process is ignored meanwhile).
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    ::getrlimit(RLIMIT_FSIZE, &old_);
+    old_handler_ = ::signal(SIGXFSZ, SIG_IGN);
+    rlimit limit = old_;
+    limit.rlim_cur = bytes;
+    ::setrlimit(RLIMIT_FSIZE, &limit);
+  }
+  ~FileSizeLimit() { lift(); }
+  void lift() {
+    if (lifted_) return;
+    ::setrlimit(RLIMIT_FSIZE, &old_);
+    ::signal(SIGXFSZ, old_handler_);
+    lifted_ = true;
+  }
+
+ private:
+  rlimit old_{};
+  sighandler_t old_handler_ = SIG_DFL;
+  bool lifted_ = false;
+};
+
+// What happened when f ran as a user without root's override of file
+// permissions: as "nobody" in a child process when we are root (CI), else
+// right here.
+struct Outcome {
+  bool threw = false;
+  pmap::Errc code = pmap::Errc::backend;
+  std::string message;
+};
+Outcome run_unprivileged(const std::function<void()>& f) {
+  auto attempt = [&] {
+    Outcome o;
+    try {
+      f();
+    } catch (const pmap::Error& e) {
+      o = {true, e.code(), e.what()};
+    } catch (const std::exception& e) {
+      o = {true, pmap::Errc::backend, std::string("not a pmap::Error: ") + e.what()};
+    }
+    return o;
+  };
+  if (::geteuid() != 0) return attempt();
+  int pipe_fds[2];
+  if (::pipe(pipe_fds) != 0) return {true, pmap::Errc::backend, "pipe failed"};
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(pipe_fds[0]);
+    constexpr uid_t kNobody = 65534;
+    if (::setgid(kNobody) != 0 || ::setuid(kNobody) != 0) ::_exit(3);
+    const Outcome o = attempt();
+    const std::string out = std::string(o.threw ? "1" : "0") +
+                            static_cast<char>('0' + static_cast<int>(o.code)) + o.message;
+    (void)!::write(pipe_fds[1], out.data(), out.size());
+    ::_exit(0);
+  }
+  ::close(pipe_fds[1]);
+  std::string in;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(pipe_fds[0], buf, sizeof buf)) > 0)
+    in.append(buf, static_cast<std::size_t>(n));
+  ::close(pipe_fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || in.size() < 2)
+    return {true, pmap::Errc::backend,
+            "the unprivileged child failed, status " + std::to_string(status)};
+  return {in[0] == '1', static_cast<pmap::Errc>(in[1] - '0'), in.substr(2)};
+}
+
+// ---- the maps under test ---------------------------------------------------------
+
+class IoFaults : public ::testing::TestWithParam<std::string> {
+ protected:
+  bool csv() const { return GetParam() == "csv"; }
+  fs::path file_in(const fs::path& dir) const { return dir / (csv() ? "data.csv" : "data.db"); }
+  std::unique_ptr<Map> open(const fs::path& file) const {
+    if (csv()) return std::make_unique<Map>(pmap::CsvBackend(file));
+    return std::make_unique<Map>(pmap::SqliteBackend(file));
+  }
+  // The files the backend keeps beside its data file.
+  std::vector<fs::path> companions(const fs::path& file) const {
+    if (csv()) return {file.string() + ".pmap-lock"};
+    return {file.string() + "-wal", file.string() + "-shm", file.string() + "-kv.pmap-lock"};
+  }
+  // A file with some entries, in a directory anyone may write; its lock
+  // file (kept between opens) open to anyone too.
+  fs::path shared_file(const TempDir& dir) const {
+    const fs::path sub = dir / "shared";
+    fs::create_directories(sub);
+    fs::permissions(dir.path(), fs::perms::all);
+    fs::permissions(sub, fs::perms::all);
+    const fs::path file = file_in(sub);
+    {
+      auto map = open(file);
+      for (int i = 0; i < 10; ++i) map->insert("key-" + std::to_string(i), "v").get();
+    }
+    for (const auto& f : companions(file))
+      if (fs::exists(f)) fs::permissions(f, fs::perms::all);
+    return file;
+  }
+  // Every entry of the file, read by a fresh map.
+  std::map<std::string, std::string> contents(const fs::path& file) const {
+    auto map = open(file);
+    std::map<std::string, std::string> out;
+    for (auto& [k, v] : map->snapshot()) out.emplace(std::move(k), std::move(v));
+    return out;
+  }
+};
+
+std::string key(int i) { return "key-" + std::to_string(i); }
+std::string value(int i) { return "value " + std::to_string(i) + std::string(100, '.'); }
+
+// Inserts key(i) = value(i) for i < n, each awaited, and records it.
+void insert_acked(Map& map, std::map<std::string, std::string>& acked, int n) {
+  for (int i = 0; i < n; ++i) {
+    map.insert(key(i), value(i)).get();
+    acked[key(i)] = value(i);
+  }
+}
+
+// Writes until the fault makes a write fail; returns the failure and its key.
+// Every write before it was acknowledged and is added to `acked`.
+std::pair<std::optional<pmap::Error>, std::string> write_until_refused(
+    Map& map, std::map<std::string, std::string>& acked, std::size_t value_size) {
+  for (int i = 0; i < 5000; ++i) {
+    const std::string k = "big-" + std::to_string(i);
+    const std::string v(value_size, static_cast<char>('a' + i % 26));
+    try {
+      map.insert(k, v).get();
+      acked[k] = v;
+    } catch (const pmap::Error& e) {
+      return {e, k};
+    }
+  }
+  return {std::nullopt, ""};
+}
+
+// After a write failed on a full disk or a size limit: the map shows what
+// the backend holds, reports the failure once more from flush(), writes again
+// when the fault is gone, and a reopened map holds every acknowledged write.
+void expect_recovery(Map& map, std::map<std::string, std::string>& acked,
+                     const std::string& failed_key, const std::function<void()>& clear_fault) {
+  EXPECT_FALSE(map.get(failed_key).has_value()) << "the failed write must leave the cache";
+  for (const auto& [k, v] : acked) ASSERT_EQ(map.get(k), v) << k;
+  EXPECT_THROW(map.flush().get(), pmap::Error)
+      << "flush() reports the failure since the last flush";
+  clear_fault();
+  map.insert(failed_key, "written once there was room").get();
+  acked[failed_key] = "written once there was room";
+  map.erase("key-0").get();
+  acked.erase("key-0");
+  map.flush().get();
+  map.close().get();
+}
+
+// ---- disk full ---------------------------------------------------------------
+
+TEST_P(IoFaults, DiskFullFailsTheWriteClearlyKeepsAcknowledgedDataAndRecovers) {
+  SmallFs disk(4 << 20);
+  if (!disk.mounted())
+    GTEST_SKIP() << "cannot mount a tmpfs here (" << disk.why_not()
+                 << "; needs root): FileSizeLimit covers the same path";
+  const fs::path file = file_in(disk / "");
+  std::map<std::string, std::string> acked;
+  {
+    auto map = open(file);
+    insert_acked(*map, acked, 50);
+    disk.fill();
+    ASSERT_LT(disk.free_bytes(), 8192u);
+    auto [failure, failed_key] = write_until_refused(*map, acked, 4000);
+    ASSERT_TRUE(failure.has_value()) << "5000 writes of 4 KB fitted on a full 4 MiB disk";
+    EXPECT_EQ(failure->code(), pmap::Errc::io) << failure->what();
+    EXPECT_NE(std::string(failure->what()).find(file.string()), std::string::npos)
+        << failure->what();
+    // SQLite says "database or disk is full" and keeps errno to itself.
+    const std::string what = failure->what();
+    EXPECT_TRUE(what.find("No space left on device") != std::string::npos ||
+                what.find("disk is full") != std::string::npos)
+        << what;
+    EXPECT_NE(std::string(failure->what()).find("free some"), std::string::npos) << failure->what();
+    std::printf("  disk full after %zu acknowledged writes: %s\n", acked.size(), failure->what());
+    expect_recovery(*map, acked, failed_key, [&] { disk.free_space(); });
+  }
+  EXPECT_EQ(contents(file), acked);
+}
+
+// The map is closed (the destructor runs) while the disk is still full:
+// nothing acknowledged is lost, and the file still opens.
+TEST_P(IoFaults, ClosingOnAFullDiskLosesNothing) {
+  SmallFs disk(4 << 20);
+  if (!disk.mounted()) GTEST_SKIP() << "cannot mount a tmpfs here (" << disk.why_not() << ")";
+  const fs::path file = file_in(disk / "");
+  std::map<std::string, std::string> acked;
+  {
+    auto map = open(file);
+    for (int i = 0; i < 200; ++i) {  // updates: the CSV file wants compacting at close
+      map->insert(key(i % 20), value(i)).get();
+      acked[key(i % 20)] = value(i);
+    }
+    disk.fill();
+    auto [failure, failed_key] = write_until_refused(*map, acked, 4000);
+    ASSERT_TRUE(failure.has_value());
+    EXPECT_THROW(map->close().get(), pmap::Error);  // reports the failed write
+  }
+  disk.free_space();
+  EXPECT_EQ(contents(file), acked);
+}
+
+// ---- a file size limit ----------------------------------------------------------
+
+TEST_P(IoFaults, FileSizeLimitFailsTheWriteClearlyKeepsAcknowledgedDataAndRecovers) {
+  TempDir dir;
+  const fs::path file = file_in(dir.path());
+  std::map<std::string, std::string> acked;
+  {
+    auto map = open(file);
+    insert_acked(*map, acked, 50);
+    std::uintmax_t largest = fs::file_size(file);
+    for (const auto& f : companions(file))
+      if (fs::exists(f)) largest = std::max(largest, fs::file_size(f));
+    FileSizeLimit limit(largest + (64 << 10));
+    auto [failure, failed_key] = write_until_refused(*map, acked, 4000);
+    ASSERT_TRUE(failure.has_value()) << "the size limit never stopped a write";
+    EXPECT_EQ(failure->code(), pmap::Errc::io) << failure->what();
+    EXPECT_NE(std::string(failure->what()).find(file.string()), std::string::npos)
+        << failure->what();
+    // SQLite reports "disk I/O error" and keeps the errno of a WAL write to
+    // itself; the backend says which I/O failed and what to check.
+    const std::string what = failure->what();
+    EXPECT_TRUE(what.find("File too large") != std::string::npos ||
+                (what.find("a write to the database or its WAL failed") != std::string::npos &&
+                 what.find("size limit") != std::string::npos))
+        << what;
+    std::printf("  size limit hit after %zu acknowledged writes: %s\n", acked.size(),
+                failure->what());
+    expect_recovery(*map, acked, failed_key, [&] { limit.lift(); });
+  }
+  EXPECT_EQ(contents(file), acked);
+}
+
+// ---- permissions -------------------------------------------------------------
+
+TEST_P(IoFaults, ReadOnlyFileIsRefusedAndLeftUntouched) {
+  TempDir dir;
+  const fs::path file = shared_file(dir);
+  fs::permissions(file, fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+  const std::string before = slurp(file);
+  const Outcome o = run_unprivileged([&] {
+    auto map = open(file);
+    map->insert("new", "value").get();
+  });
+  ASSERT_TRUE(o.threw) << "a read-only file was opened and written";
+  EXPECT_EQ(o.code, pmap::Errc::io) << o.message;
+  EXPECT_NE(o.message.find(file.string()), std::string::npos) << o.message;
+  EXPECT_NE(o.message.find("permissions"), std::string::npos) << o.message;
+  EXPECT_EQ(slurp(file), before) << "the read-only file was changed";
+  std::printf("  %s\n", o.message.c_str());
+}
+
+TEST_P(IoFaults, UnreadableFileIsPermissionDeniedAndLeftUntouched) {
+  TempDir dir;
+  const fs::path file = shared_file(dir);
+  const std::string before = slurp(file);
+  // Root (CI) owns the file and runs the map as nobody; anyone else takes
+  // their own permission away.
+  fs::permissions(
+      file, ::geteuid() == 0 ? fs::perms::owner_read | fs::perms::owner_write : fs::perms::none);
+  const Outcome o = run_unprivileged([&] { auto map = open(file); });
+  fs::permissions(file, fs::perms::owner_read | fs::perms::owner_write);
+  ASSERT_TRUE(o.threw) << "an unreadable file was opened";
+  EXPECT_EQ(o.code, pmap::Errc::io) << o.message;
+  EXPECT_NE(o.message.find(file.string()), std::string::npos) << o.message;
+  EXPECT_NE(o.message.find("Permission denied"), std::string::npos) << o.message;
+  EXPECT_NE(o.message.find("permissions"), std::string::npos) << o.message;
+  EXPECT_EQ(slurp(file), before);
+  std::printf("  %s\n", o.message.c_str());
+}
+
+TEST_P(IoFaults, ReadOnlyFileSystemIsRefusedClearly) {
+  SmallFs disk(4 << 20);
+  if (!disk.mounted()) GTEST_SKIP() << "cannot mount a tmpfs here (" << disk.why_not() << ")";
+  const fs::path file = file_in(disk / "");
+  {
+    auto map = open(file);
+    map->insert("a", "1").get();
+  }
+  ASSERT_TRUE(disk.remount_read_only()) << std::strerror(errno);
+  try {
+    auto map = open(file);
+    FAIL() << "opened a map on a read-only file system";
+  } catch (const pmap::Error& e) {
+    EXPECT_EQ(e.code(), pmap::Errc::io) << e.what();
+    EXPECT_NE(std::string(e.what()).find("Read-only file system"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(file.string()), std::string::npos) << e.what();
+    std::printf("  %s\n", e.what());
+  }
+}
+
+// ---- the file changed underneath ---------------------------------------------------
+
+// Moved away: writes are refused (not lost into the moved file's old name);
+// moved back: writes go on, and nothing acknowledged is missing.
+TEST_P(IoFaults, FileMovedAwayRefusesWritesUntilPutBack) {
+  TempDir dir;
+  const fs::path file = file_in(dir.path()), away = dir / "moved";
+  std::map<std::string, std::string> acked;
+  {
+    auto map = open(file);
+    insert_acked(*map, acked, 20);
+    fs::rename(file, away);
+    try {
+      map->insert("while-away", "x").get();
+      FAIL() << "a write went into a file moved away";
+    } catch (const pmap::Error& e) {
+      EXPECT_EQ(e.code(), pmap::Errc::io) << e.what();
+      EXPECT_NE(std::string(e.what()).find("deleted or moved away"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("Put the file back"), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(map->get("while-away").has_value());
+    EXPECT_FALSE(fs::exists(file)) << "the map recreated the file";
+    fs::rename(away, file);
+    EXPECT_THROW(map->flush().get(), pmap::Error);  // reports the refused write once
+    map->insert("after", "y").get();
+    acked["after"] = "y";
+  }
+  EXPECT_EQ(contents(file), acked);
+}
+
+TEST_P(IoFaults, FileDeletedRefusesWritesKeepsMemoryAndIsNotRecreated) {
+  TempDir dir;
+  const fs::path file = file_in(dir.path());
+  std::map<std::string, std::string> acked;
+  {
+    auto map = open(file);
+    insert_acked(*map, acked, 20);
+    fs::remove(file);
+    for (int attempt = 0; attempt < 2; ++attempt) {  // and it stays refused
+      try {
+        map->insert("after-delete", "x").get();
+        FAIL() << "a write went into a deleted file";
+      } catch (const pmap::Error& e) {
+        EXPECT_EQ(e.code(), pmap::Errc::io) << e.what();
+        EXPECT_NE(std::string(e.what()).find("snapshot()"), std::string::npos) << e.what();
+      }
+    }
+    std::map<std::string, std::string> in_memory;
+    for (auto& [k, v] : map->snapshot()) in_memory.emplace(k, v);
+    EXPECT_EQ(in_memory, acked) << "every acknowledged entry is still in memory";
+    EXPECT_THROW(map->close().get(), pmap::Error);
+  }
+  EXPECT_FALSE(fs::exists(file)) << "closing recreated a file someone deleted";
+}
+
+TEST_P(IoFaults, FileTruncatedRefusesWritesWithACorruptError) {
+  TempDir dir;
+  const fs::path file = file_in(dir.path());
+  for (int i = 0; i < 200; ++i)
+    open(file)->insert(key(i), value(i)).get();  // closed: all in the file
+  auto map = open(file);
+  ASSERT_GT(fs::file_size(file), 4096u);
+  fs::resize_file(file, csv() ? 100 : 4096);
+  const std::string truncated = slurp(file);
+  try {
+    map->insert("after-truncate", "x").get();
+    FAIL() << "a write went on after the file was truncated";
+  } catch (const pmap::Error& e) {
+    EXPECT_EQ(e.code(), pmap::Errc::corrupt) << e.what();
+    EXPECT_NE(std::string(e.what()).find("truncated by another program"), std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find(file.string()), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(map->get(key(7)), value(7));  // reads go on from memory
+  EXPECT_THROW(map->close().get(), pmap::Error);
+  map.reset();
+  EXPECT_EQ(slurp(file), truncated) << "closing rewrote a file another program truncated";
+}
+
+// Replaced (as an editor saves: write a new file, rename it over): writes
+// are refused, and closing does not overwrite the other program's file.
+TEST_P(IoFaults, FileReplacedByAnotherProgramIsNeverOverwritten) {
+  TempDir dir;
+  const fs::path file = file_in(dir.path());
+  auto map = open(file);
+  for (int i = 0; i < 100; ++i) map->insert(key(i % 10), value(i)).get();
+  const fs::path other = dir / "other";
+  {
+    auto other_map = open(other);
+    other_map->insert("edited", "by hand").get();
+  }
+  fs::rename(other, file);
+  const std::string replacement = slurp(file);
+  try {
+    map->insert("after-replace", "x").get();
+    FAIL() << "a write went on after the file was replaced";
+  } catch (const pmap::Error& e) {
+    EXPECT_EQ(e.code(), pmap::Errc::io) << e.what();
+    EXPECT_NE(std::string(e.what()).find("replaced by another program"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(map->close().get(), pmap::Error);
+  map.reset();
+  EXPECT_EQ(slurp(file), replacement) << "the map overwrote another program's file";
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, IoFaults, ::testing::Values("sqlite", "csv"),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
