@@ -2,13 +2,15 @@
 # Builds persistent-map and runs every test. Exits non-zero on any failure.
 #
 #   ./scripts/test.sh              warnings-as-errors build + the whole suite
-#                                  (fuzz corpora replayed, 200-kill crash loops)
+#                                  (fuzz corpora replayed, 200-kill crash loops,
+#                                  an 8-second soak, I/O fault injection)
 #   PMAP_SANITIZE=1 ./scripts/test.sh
 #                                  also the suite under ASan+UBSan and under TSan,
 #                                  and each libFuzzer target for a short while
 #                                  (CI sets this)
 #   PMAP_LONG_TESTS=1 PMAP_SANITIZE=1 ./scripts/test.sh
-#                                  the long versions: 2,000-kill crash loops and
+#                                  the long versions: 2,000-kill crash loops, a
+#                                  5-minute soak (PMAP_SOAK_SECONDS) and
 #                                  PMAP_FUZZ_SECONDS (default 300) per fuzz target
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,10 +20,14 @@ extra=()
 [ "${PMAP_SANITIZE:-0}" = 1 ] && extra+=(clang libclang-rt-14-dev)
 pmap_install_deps libgtest-dev libgmock-dev "${extra[@]}"
 
+# The long tests outlast the default per-test timeout (300 s).
+timeout=300
+[ "${PMAP_LONG_TESTS:-0}" = 1 ] && timeout=5400
+
 run_preset() {
   local preset=$1
   echo "==> [$preset] configure and build"
-  cmake --preset "$preset" >/dev/null
+  cmake --preset "$preset" -DPMAP_TEST_TIMEOUT=$timeout >/dev/null
   cmake --build --preset "$preset"
   echo "==> [$preset] test"
   ctest --preset "$preset"
