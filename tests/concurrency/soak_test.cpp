@@ -146,27 +146,22 @@ TEST(Soak, EightThreadsMixEveryOperationWithoutLossLeakOrDeadlock) {
       auto own_key = [&] {
         return key_name(static_cast<int>(rng() % (kKeys / kThreads)) * kThreads + t);
       };
+      // Every future completes, without error, within a minute.
+      auto check_all = [&](auto& futures, const std::string& what) {
+        for (auto& f : futures) {
+          if (!f.wait_for(std::chrono::seconds(60)))
+            fail(what + " future did not complete in 60 s");
+          try {
+            f.get();
+          } catch (const std::exception& e) {
+            fail(what + " failed: " + e.what());
+          }
+        }
+        futures.clear();
+      };
       auto settle = [&] {
-        for (auto& f : pending) {
-          if (!f.wait_for(std::chrono::seconds(60)))
-            fail("a write future did not complete in 60 s");
-          try {
-            f.get();
-          } catch (const std::exception& e) {
-            fail(std::string("a write failed: ") + e.what());
-          }
-        }
-        for (auto& f : pending_batches) {
-          if (!f.wait_for(std::chrono::seconds(60)))
-            fail("a batch future did not complete in 60 s");
-          try {
-            f.get();
-          } catch (const std::exception& e) {
-            fail(std::string("a batch failed: ") + e.what());
-          }
-        }
-        pending.clear();
-        pending_batches.clear();
+        check_all(pending, "a write");
+        check_all(pending_batches, "a batch");
       };
       for (int phase = 0; phase < kPhases; ++phase) {
         if (phase == 2) {  // everyone stops; thread 0 clears the map
