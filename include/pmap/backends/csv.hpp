@@ -14,6 +14,14 @@
 // malformed file is rejected with Errc::corrupt naming the file and line, and
 // is never modified.
 //
+// A failed append (disk full, a size limit) is cut back off the file, so the
+// next one does not follow garbage; if even that fails, the next write
+// rewrites the file from memory first. A read-only file is refused at open,
+// before a compaction could replace it. Before each append the backend checks
+// that the path still names its file, at the length it left it: a file
+// another program deleted, moved, replaced (Errc::io) or changed (Errc::corrupt)
+// gets no more writes, and is not compacted over at close.
+//
 // The backend keeps a copy of the entries in memory (for get() and
 // compaction): CSV is for data that comfortably fits twice in RAM.
 //

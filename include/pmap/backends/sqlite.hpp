@@ -13,9 +13,18 @@
 // gets Errc::locked naming the file, table and holder's pid.
 //
 // Errors at construction: Errc::io (a directory, a missing parent directory,
-// no permission), Errc::corrupt (the file is not a SQLite database; it is
-// left byte-for-byte untouched), Errc::locked, Errc::invalid_argument (a table
-// name that is not [A-Za-z_][A-Za-z0-9_]*).
+// no permission, a read-only file or file system), Errc::corrupt (the file is
+// not a SQLite database; it is left byte-for-byte untouched), Errc::locked,
+// Errc::invalid_argument (a table name that is not [A-Za-z_][A-Za-z0-9_]*).
+//
+// Errors from write(): the failed I/O named ("database or disk is full",
+// "a write to the database or its WAL failed", with the system's reason when
+// SQLite gives it). Before each transaction the backend checks that the path
+// still names the file it opened and that the file has not shrunk: when
+// another program deleted, moved, replaced (Errc::io) or truncated
+// (Errc::corrupt) it, the write is refused rather than committed into a file
+// nobody can open — SQLite alone would carry on. Moving the file back lets
+// writes resume.
 //
 // Thread safety: one thread at a time (the map's writer).
 #pragma once
