@@ -51,7 +51,12 @@ void Completion::post(std::function<void()> task) noexcept {
 
 void Completion::report(const Error& error) noexcept {
   try {
-    post([handler = on_error_, error] {
+    // The Error is built again on the completion thread, not copied:
+    // libstdc++'s exceptions share their message through a reference count
+    // that ThreadSanitizer cannot see, so a copy freed on another thread
+    // reads as a race.
+    post([handler = on_error_, code = error.code(), message = std::string(error.what())] {
+      const Error error(code, message);
       try {
         handler(error);
       } catch (...) {
