@@ -183,7 +183,7 @@ struct CsvBackend::Impl {
         // At rest the file is compact; but never recreate or overwrite a
         // file another program deleted, replaced or changed.
         if (lines != entries.size()) {
-          watch.check(where, /*exact=*/true);
+          watch.check(where, detail::FileWatch::Size::exact);
           rewrite();
         }
       } catch (...) {
@@ -406,7 +406,7 @@ void CsvBackend::write(std::span<const Write> batch) {
   if (d.fd < 0)
     d.rewrite();  // an earlier failed append could not be cut off: rewrite the file
   else
-    d.watch.check(d.where, /*exact=*/true);
+    d.watch.check(d.where, detail::FileWatch::Size::exact);
   const bool clears = std::any_of(batch.begin(), batch.end(),
                                   [](const Write& w) { return w.op == Write::Op::clear; });
   if (clears) {

@@ -154,7 +154,7 @@ void FileWatch::seen(const std::string& where) {
   size_ = st.st_size;
 }
 
-void FileWatch::check(const std::string& where, bool exact) {
+void FileWatch::check(const std::string& where, Size rule) {
   if (size_ < 0) return;
   constexpr const char* kInMemory =
       " Every committed entry is still in the map's memory: snapshot() copies it out.";
@@ -173,7 +173,7 @@ void FileWatch::check(const std::string& where, bool exact) {
                               "open (persistent-map did not write the new file); writes are "
                               "refused. Close the map before changing its file." +
                               kInMemory);
-  if (st.st_size < size_ || (exact && st.st_size != size_))
+  if (rule != Size::any && (st.st_size < size_ || (rule == Size::exact && st.st_size != size_)))
     throw Error(Errc::corrupt,
                 where + ": the file was " + (st.st_size < size_ ? "truncated" : "changed") +
                     " by another program while the map had it open (" + std::to_string(st.st_size) +

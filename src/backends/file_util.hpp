@@ -58,10 +58,13 @@ class FileWatch {
   void seen(const std::string& where);
   // The backend itself made the file this long.
   void expect_size(long long size) noexcept { size_ = size; }
+  // What the file's size may have become since: anything (a file that
+  // shrinks by itself), at least what was seen, or exactly that.
+  enum class Size { any, at_least, exact };
   // Errors: Errc::io when path no longer names the file seen (deleted, moved
-  // away, replaced); Errc::corrupt when it is shorter than expected or, with
-  // exact, of any other size. The messages say what to do.
-  void check(const std::string& where, bool exact);
+  // away, replaced); Errc::corrupt when its size breaks `rule` (truncated or
+  // changed). The messages say what to do.
+  void check(const std::string& where, Size rule);
 
  private:
   std::filesystem::path path_;

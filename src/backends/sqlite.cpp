@@ -307,8 +307,10 @@ SqliteBackend::SqliteBackend(std::filesystem::path path, SqliteOptions options) 
   d.exec(create.c_str(), "cannot create table " + d.options.table);
 
   d.watch.seen(where);
-  sqlite3_stmt* vacuum = d.prepare("PRAGMA auto_vacuum");
-  if (sqlite3_step(vacuum) == SQLITE_ROW) d.shrinks = sqlite3_column_int(vacuum, 0) != 0;
+  sqlite3_stmt* vacuum = nullptr;
+  if (sqlite3_prepare_v2(d.db, "PRAGMA auto_vacuum", -1, &vacuum, nullptr) == SQLITE_OK &&
+      sqlite3_step(vacuum) == SQLITE_ROW)
+    d.shrinks = sqlite3_column_int(vacuum, 0) != 0;
   sqlite3_finalize(vacuum);
 
   d.begin = d.prepare("BEGIN IMMEDIATE");
@@ -357,9 +359,8 @@ std::optional<std::string> SqliteBackend::get(std::string_view key) {
 void SqliteBackend::write(std::span<const Write> batch) {
   Impl& d = *impl_;
   // SQLite would go on committing into a deleted or truncated file.
-  if (d.shrinks)
-    d.watch.expect_size(0);  // the file may shrink by itself: check only that it is there
-  d.watch.check(d.where, /*exact=*/false);
+  d.watch.check(d.where,
+                d.shrinks ? detail::FileWatch::Size::any : detail::FileWatch::Size::at_least);
   d.run(d.begin, "cannot begin a transaction");
   try {
     for (const Write& w : batch) {
