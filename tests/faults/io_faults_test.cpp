@@ -199,6 +199,27 @@ class IoFaults : public ::testing::TestWithParam<std::string> {
 std::string key(int i) { return "key-" + std::to_string(i); }
 std::string value(int i) { return "value " + std::to_string(i) + std::string(100, '.'); }
 
+// Each of parts appears in the message what.
+void expect_mentions(const std::string& what, std::initializer_list<std::string> parts) {
+  for (const auto& part : parts)
+    EXPECT_NE(what.find(part), std::string::npos) << "no \"" << part << "\" in: " << what;
+}
+
+// f must throw a pmap::Error of code whose message mentions each of parts
+// (if_not: what it means when f does not throw). Returns the message.
+std::string expect_error(const std::function<void()>& f, pmap::Errc code,
+                         std::initializer_list<std::string> parts, const std::string& if_not) {
+  try {
+    f();
+  } catch (const pmap::Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    expect_mentions(e.what(), parts);
+    return e.what();
+  }
+  ADD_FAILURE() << if_not;
+  return "";
+}
+
 // Inserts key(i) = value(i) for i < n, each awaited, and records it.
 void insert_acked(Map& map, std::map<std::string, std::string>& acked, int n) {
   for (int i = 0; i < n; ++i) {
@@ -259,14 +280,12 @@ TEST_P(IoFaults, DiskFullFailsTheWriteClearlyKeepsAcknowledgedDataAndRecovers) {
     auto [failure, failed_key] = write_until_refused(*map, acked, 4000);
     ASSERT_TRUE(failure.has_value()) << "5000 writes of 4 KB fitted on a full 4 MiB disk";
     EXPECT_EQ(failure->code(), pmap::Errc::io) << failure->what();
-    EXPECT_NE(std::string(failure->what()).find(file.string()), std::string::npos)
-        << failure->what();
+    expect_mentions(failure->what(), {file.string(), "free some"});
     // SQLite says "database or disk is full" and keeps errno to itself.
     const std::string what = failure->what();
     EXPECT_TRUE(what.find("No space left on device") != std::string::npos ||
                 what.find("disk is full") != std::string::npos)
         << what;
-    EXPECT_NE(std::string(failure->what()).find("free some"), std::string::npos) << failure->what();
     std::printf("  disk full after %zu acknowledged writes: %s\n", acked.size(), failure->what());
     expect_recovery(*map, acked, failed_key, [&] { disk.free_space(); });
   }
@@ -311,8 +330,7 @@ TEST_P(IoFaults, FileSizeLimitFailsTheWriteClearlyKeepsAcknowledgedDataAndRecove
     auto [failure, failed_key] = write_until_refused(*map, acked, 4000);
     ASSERT_TRUE(failure.has_value()) << "the size limit never stopped a write";
     EXPECT_EQ(failure->code(), pmap::Errc::io) << failure->what();
-    EXPECT_NE(std::string(failure->what()).find(file.string()), std::string::npos)
-        << failure->what();
+    expect_mentions(failure->what(), {file.string()});
     // SQLite reports "disk I/O error" and keeps the errno of a WAL write to
     // itself; the backend says which I/O failed and what to check.
     const std::string what = failure->what();
@@ -340,8 +358,7 @@ TEST_P(IoFaults, ReadOnlyFileIsRefusedAndLeftUntouched) {
   });
   ASSERT_TRUE(o.threw) << "a read-only file was opened and written";
   EXPECT_EQ(o.code, pmap::Errc::io) << o.message;
-  EXPECT_NE(o.message.find(file.string()), std::string::npos) << o.message;
-  EXPECT_NE(o.message.find("permissions"), std::string::npos) << o.message;
+  expect_mentions(o.message, {file.string(), "permissions"});
   EXPECT_EQ(slurp(file), before) << "the read-only file was changed";
   std::printf("  %s\n", o.message.c_str());
 }
@@ -358,9 +375,7 @@ TEST_P(IoFaults, UnreadableFileIsPermissionDeniedAndLeftUntouched) {
   fs::permissions(file, fs::perms::owner_read | fs::perms::owner_write);
   ASSERT_TRUE(o.threw) << "an unreadable file was opened";
   EXPECT_EQ(o.code, pmap::Errc::io) << o.message;
-  EXPECT_NE(o.message.find(file.string()), std::string::npos) << o.message;
-  EXPECT_NE(o.message.find("Permission denied"), std::string::npos) << o.message;
-  EXPECT_NE(o.message.find("permissions"), std::string::npos) << o.message;
+  expect_mentions(o.message, {file.string(), "Permission denied", "permissions"});
   EXPECT_EQ(slurp(file), before);
   std::printf("  %s\n", o.message.c_str());
 }
@@ -374,15 +389,10 @@ TEST_P(IoFaults, ReadOnlyFileSystemIsRefusedClearly) {
     map->insert("a", "1").get();
   }
   ASSERT_TRUE(disk.remount_read_only()) << std::strerror(errno);
-  try {
-    auto map = open(file);
-    FAIL() << "opened a map on a read-only file system";
-  } catch (const pmap::Error& e) {
-    EXPECT_EQ(e.code(), pmap::Errc::io) << e.what();
-    EXPECT_NE(std::string(e.what()).find("Read-only file system"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find(file.string()), std::string::npos) << e.what();
-    std::printf("  %s\n", e.what());
-  }
+  const std::string message =
+      expect_error([&] { open(file); }, pmap::Errc::io, {"Read-only file system", file.string()},
+                   "opened a map on a read-only file system");
+  std::printf("  %s\n", message.c_str());
 }
 
 // ---- the file changed underneath ---------------------------------------------------
@@ -397,14 +407,9 @@ TEST_P(IoFaults, FileMovedAwayRefusesWritesUntilPutBack) {
     auto map = open(file);
     insert_acked(*map, acked, 20);
     fs::rename(file, away);
-    try {
-      map->insert("while-away", "x").get();
-      FAIL() << "a write went into a file moved away";
-    } catch (const pmap::Error& e) {
-      EXPECT_EQ(e.code(), pmap::Errc::io) << e.what();
-      EXPECT_NE(std::string(e.what()).find("deleted or moved away"), std::string::npos) << e.what();
-      EXPECT_NE(std::string(e.what()).find("Put the file back"), std::string::npos) << e.what();
-    }
+    expect_error([&] { map->insert("while-away", "x").get(); }, pmap::Errc::io,
+                 {"deleted or moved away", "Put the file back"},
+                 "a write went into a file moved away");
     EXPECT_FALSE(map->get("while-away").has_value());
     EXPECT_FALSE(fs::exists(file)) << "the map recreated the file";
     fs::rename(away, file);
@@ -424,13 +429,8 @@ TEST_P(IoFaults, FileDeletedRefusesWritesKeepsMemoryAndIsNotRecreated) {
     insert_acked(*map, acked, 20);
     fs::remove(file);
     for (int attempt = 0; attempt < 2; ++attempt) {  // and it stays refused
-      try {
-        map->insert("after-delete", "x").get();
-        FAIL() << "a write went into a deleted file";
-      } catch (const pmap::Error& e) {
-        EXPECT_EQ(e.code(), pmap::Errc::io) << e.what();
-        EXPECT_NE(std::string(e.what()).find("snapshot()"), std::string::npos) << e.what();
-      }
+      expect_error([&] { map->insert("after-delete", "x").get(); }, pmap::Errc::io, {"snapshot()"},
+                   "a write went into a deleted file");
     }
     std::map<std::string, std::string> in_memory;
     for (auto& [k, v] : map->snapshot()) in_memory.emplace(k, v);
@@ -449,15 +449,9 @@ TEST_P(IoFaults, FileTruncatedRefusesWritesWithACorruptError) {
   ASSERT_GT(fs::file_size(file), 4096u);
   fs::resize_file(file, csv() ? 100 : 4096);
   const std::string truncated = slurp(file);
-  try {
-    map->insert("after-truncate", "x").get();
-    FAIL() << "a write went on after the file was truncated";
-  } catch (const pmap::Error& e) {
-    EXPECT_EQ(e.code(), pmap::Errc::corrupt) << e.what();
-    EXPECT_NE(std::string(e.what()).find("truncated by another program"), std::string::npos)
-        << e.what();
-    EXPECT_NE(std::string(e.what()).find(file.string()), std::string::npos) << e.what();
-  }
+  expect_error([&] { map->insert("after-truncate", "x").get(); }, pmap::Errc::corrupt,
+               {"truncated by another program", file.string()},
+               "a write went on after the file was truncated");
   EXPECT_EQ(map->get(key(7)), value(7));  // reads go on from memory
   EXPECT_THROW(map->close().get(), pmap::Error);
   map.reset();
@@ -478,14 +472,8 @@ TEST_P(IoFaults, FileReplacedByAnotherProgramIsNeverOverwritten) {
   }
   fs::rename(other, file);
   const std::string replacement = slurp(file);
-  try {
-    map->insert("after-replace", "x").get();
-    FAIL() << "a write went on after the file was replaced";
-  } catch (const pmap::Error& e) {
-    EXPECT_EQ(e.code(), pmap::Errc::io) << e.what();
-    EXPECT_NE(std::string(e.what()).find("replaced by another program"), std::string::npos)
-        << e.what();
-  }
+  expect_error([&] { map->insert("after-replace", "x").get(); }, pmap::Errc::io,
+               {"replaced by another program"}, "a write went on after the file was replaced");
   EXPECT_THROW(map->close().get(), pmap::Error);
   map.reset();
   EXPECT_EQ(slurp(file), replacement) << "the map overwrote another program's file";
