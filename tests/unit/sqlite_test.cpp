@@ -1,12 +1,12 @@
 // The SQLite backend's own behaviour: bad paths and files, table names,
 // locking, and a schema ordinary tools can read.
 #include <gtest/gtest.h>
-#include <pmap/pmap.hpp>
 #include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
+#include <pmap/pmap.hpp>
 #include <sstream>
 
 #include "../support/test_backend.hpp"
@@ -20,7 +20,8 @@ using pmap_test::slurp;
 
 std::vector<std::string> files_in(const std::filesystem::path& dir) {
   std::vector<std::string> out;
-  for (const auto& e : std::filesystem::directory_iterator(dir)) out.push_back(e.path().filename().string());
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    out.push_back(e.path().filename().string());
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -34,7 +35,8 @@ void expect_error(F f, pmap::Errc code, std::initializer_list<std::string> needl
     ADD_FAILURE() << "expected pmap::Error " << pmap::to_string(code);
   } catch (const pmap::Error& e) {
     EXPECT_EQ(e.code(), code) << e.what();
-    for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
+    for (const auto& n : needles)
+      EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
   }
 }
 
@@ -44,9 +46,11 @@ TEST(Sqlite, FileThatIsNotADatabaseIsRejectedAndLeftUntouched) {
   std::string content;
   for (int i = 0; i < 200; ++i) content += "line " + std::to_string(i) + ", not SQL\n";
   std::ofstream(path, std::ios::binary) << content;
-  expect_error([&] { pmap::SqliteBackend b(path); }, pmap::Errc::corrupt, {"notes.txt", "not a SQLite database"});
+  expect_error([&] { pmap::SqliteBackend b(path); }, pmap::Errc::corrupt,
+               {"notes.txt", "not a SQLite database"});
   EXPECT_EQ(slurp(path), content);
-  EXPECT_EQ(files_in(dir.path()), std::vector<std::string>{"notes.txt"}) << "nothing may be created beside it";
+  EXPECT_EQ(files_in(dir.path()), std::vector<std::string>{"notes.txt"})
+      << "nothing may be created beside it";
 }
 
 TEST(Sqlite, DamagedDatabaseIsAClearErrorNotACrash) {
@@ -73,8 +77,8 @@ TEST(Sqlite, TableNamesAreValidated) {
   TempDir dir;
   for (const char* bad : {"", "two words", "1st", "x;DROP TABLE kv", "sqlite_master", "quo\"te"}) {
     SCOPED_TRACE(bad);
-    expect_error([&] { pmap::SqliteBackend b(dir / "t.db", {.table = bad}); }, pmap::Errc::invalid_argument,
-                 {"table name"});
+    expect_error([&] { pmap::SqliteBackend b(dir / "t.db", {.table = bad}); },
+                 pmap::Errc::invalid_argument, {"table name"});
   }
   EXPECT_FALSE(std::filesystem::exists(dir / "t.db"));
 }
@@ -84,7 +88,9 @@ TEST(Sqlite, ForeignTableWithTheSameNameIsRefused) {
   const auto path = dir / "app.db";
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "CREATE TABLE kv (id INTEGER PRIMARY KEY, name TEXT)", nullptr, nullptr, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "CREATE TABLE kv (id INTEGER PRIMARY KEY, name TEXT)", nullptr,
+                         nullptr, nullptr),
+            SQLITE_OK);
   sqlite3_close(db);
   try {
     pmap::SqliteBackend b(path);
@@ -132,7 +138,8 @@ TEST(Sqlite, SecondOpenerInAnotherProcessIsLockedAndToldThePid) {
   if (pid == 0) {
     dup2(fds[1], STDOUT_FILENO);
     close(fds[0]);
-    execl(PMAP_CRASH_WRITER, PMAP_CRASH_WRITER, uri.c_str(), "awaited", static_cast<char*>(nullptr));
+    execl(PMAP_CRASH_WRITER, PMAP_CRASH_WRITER, uri.c_str(), "awaited",
+          static_cast<char*>(nullptr));
     _exit(127);
   }
   close(fds[1]);
@@ -163,12 +170,17 @@ TEST(Sqlite, TextIsStoredAsTextAndBinaryAsBlob) {
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
   sqlite3_stmt* stmt = nullptr;
-  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT value, typeof(key) FROM kv WHERE key = 'alice'", -1, &stmt, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT value, typeof(key) FROM kv WHERE key = 'alice'", -1,
+                               &stmt, nullptr),
+            SQLITE_OK);
   ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
-  EXPECT_EQ(std::string(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0))), "likes \"tea\", é");
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0))),
+            "likes \"tea\", é");
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 1))), "text");
   sqlite3_finalize(stmt);
-  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT count(*) FROM kv WHERE typeof(key) = 'blob'", -1, &stmt, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT count(*) FROM kv WHERE typeof(key) = 'blob'", -1, &stmt,
+                               nullptr),
+            SQLITE_OK);
   ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
   EXPECT_EQ(sqlite3_column_int(stmt, 0), 3);
   sqlite3_finalize(stmt);
@@ -195,6 +207,80 @@ TEST(Sqlite, SynchronousNormalFlushCheckpoints) {
   sqlite3_finalize(stmt);
   sqlite3_close(db);
   EXPECT_GT(std::filesystem::file_size(path), 4096u);
+}
+
+// One integer from a pragma, read by a separate connection.
+int pragma_of(const std::filesystem::path& path, const char* pragma) {
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  EXPECT_EQ(sqlite3_prepare_v2(db, pragma, -1, &stmt, nullptr), SQLITE_OK);
+  EXPECT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+  const int value = sqlite3_column_int(stmt, 0);
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return value;
+}
+
+TEST(Sqlite, NewFilesGetThePageSizeAskedForExistingFilesKeepTheirs) {
+  TempDir dir;
+  {
+    Map map{pmap::SqliteBackend(dir / "default.db")};
+    map.insert("k", "v");
+  }
+  EXPECT_EQ(pragma_of(dir / "default.db", "PRAGMA page_size"), 8192);
+  {
+    Map map{pmap::SqliteBackend(dir / "small.db", {.page_size = 1024})};
+    map.insert("k", "v");
+  }
+  EXPECT_EQ(pragma_of(dir / "small.db", "PRAGMA page_size"), 1024);
+  // A file made by someone else, with SQLite's 4 KiB pages, keeps them.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir / "theirs.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(
+      sqlite3_exec(db, "PRAGMA page_size=4096; CREATE TABLE other (x)", nullptr, nullptr, nullptr),
+      SQLITE_OK);
+  sqlite3_close(db);
+  {
+    Map map{pmap::SqliteBackend(dir / "theirs.db", {.page_size = 16384})};
+    map.insert("k", "v");
+  }
+  EXPECT_EQ(pragma_of(dir / "theirs.db", "PRAGMA page_size"), 4096);
+  Map map{pmap::SqliteBackend(dir / "theirs.db")};
+  EXPECT_EQ(map.get("k"), "v");
+}
+
+TEST(Sqlite, PageSizeAndCacheSizeAreValidated) {
+  TempDir dir;
+  for (int bad : {0, 256, 1000, 131072, -4096}) {
+    SCOPED_TRACE(bad);
+    expect_error([&] { pmap::SqliteBackend b(dir / "p.db", {.page_size = bad}); },
+                 pmap::Errc::invalid_argument, {"page_size", std::to_string(bad), "power of two"});
+  }
+  expect_error([&] { pmap::SqliteBackend b(dir / "p.db", {.cache_kib = 0}); },
+               pmap::Errc::invalid_argument, {"cache_kib"});
+  EXPECT_FALSE(std::filesystem::exists(dir / "p.db"));
+}
+
+// The WAL is checkpointed at 16 MiB and cut back to that size afterwards, so
+// it neither grows without bound nor stays as large as the largest commit.
+TEST(Sqlite, TheWalStaysBounded) {
+  TempDir dir;
+  const auto path = dir / "wal.db";
+  Map map{pmap::SqliteBackend(path)};
+  const std::string value(64 * 1024, 'v');
+  pmap::Batch<std::string, std::string> big;  // one 32 MiB transaction
+  for (int i = 0; i < 512; ++i) big.insert("big" + std::to_string(i), value);
+  map.apply(big).get();
+  const auto wal = std::filesystem::path(path.string() + "-wal");
+  EXPECT_GT(std::filesystem::file_size(wal), 32u << 20);
+  // Small commits afterwards: the next checkpoint resets and truncates it.
+  for (int round = 0; round < 20; ++round) {
+    pmap::Batch<std::string, std::string> b;
+    for (int i = 0; i < 16; ++i) b.insert("k" + std::to_string(round * 16 + i), value);
+    map.apply(b).get();
+  }
+  EXPECT_LE(std::filesystem::file_size(wal), (16u << 20) + (2u << 20));
 }
 
 }  // namespace

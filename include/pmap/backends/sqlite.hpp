@@ -55,8 +55,13 @@ struct SqliteOptions {
   // How long a write waits for another connection's transaction on the same
   // file (another map's table) before failing with Errc::locked. Default: 5 s.
   std::chrono::milliseconds busy_timeout{5000};
-  // SQLite page cache per connection, in KiB. Default: 16 MiB.
+  // SQLite page cache per connection, in KiB (at least 1). Default: 16 MiB.
   int cache_kib = 16 * 1024;
+  // Page size of a database file this backend creates, in bytes: a power of
+  // two from 512 to 65536. A file that exists keeps its own. Default: 8 KiB
+  // (SQLite's own is 4 KiB; 8 KiB writes small rows in bulk faster, see
+  // BENCHMARKS.md).
+  int page_size = 8192;
 };
 
 class SqliteBackend final : public Backend {
