@@ -28,6 +28,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <coroutine>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -57,6 +58,22 @@ class Waiter {
   ~Waiter() = default;
 };
 
+// Blocking waits (get, wait, wait_for) park on one of a few mutex and
+// condition-variable pairs shared by all states, chosen by the state's
+// address, rather than on a pair of their own: a state stays small (one is
+// allocated per write), and complete() touches a mutex only when a thread is
+// parked on that state. A shared pair may wake a waiter of another state;
+// it checks its own state and sleeps again.
+struct ParkingLot {
+  std::mutex mu;
+  std::condition_variable cv;
+};
+inline ParkingLot& parking_lot(const void* state) noexcept {
+  static constexpr std::size_t kLots = 64;
+  static ParkingLot lots[kLots];
+  return lots[(reinterpret_cast<std::uintptr_t>(state) >> 6) % kLots];
+}
+
 // The shared, type-independent part of a future's state.
 class StateBase {
  public:
@@ -76,12 +93,17 @@ class StateBase {
       if ((prev & kGone) && !(prev & kObserved)) report();
     }
     // acq_rel: publishes error_/value to whoever sees kReady, and acquires
-    // the waiter published by try_attach.
-    std::uintptr_t old = word_.exchange(kReady, std::memory_order_acq_rel);
-    {
-      std::lock_guard lock(mu_);  // pairs with wait(): no lost wake-up
+    // the waiter published by try_attach. seq_cst, with the load of flags_
+    // below and park()'s flag-then-check, so that either the parked thread
+    // sees kReady or this sees kParked (Dekker): no lost wake-up.
+    std::uintptr_t old = word_.exchange(kReady, std::memory_order_seq_cst);
+    if (flags_.load(std::memory_order_seq_cst) & kParked) {
+      ParkingLot& lot = parking_lot(this);
+      {
+        std::lock_guard lock(lot.mu);  // the parked thread is asleep or not yet checking
+      }
+      lot.cv.notify_all();
     }
-    cv_.notify_all();
     if (old != kPending) {
       auto* waiter = reinterpret_cast<Waiter*>(old);
       completion_->post([waiter] { waiter->run(); });
@@ -92,15 +114,19 @@ class StateBase {
 
   void wait() const {
     if (ready()) return;
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return ready(); });
+    ParkingLot& lot = parking_lot(this);
+    std::unique_lock lock(lot.mu);
+    park();
+    lot.cv.wait(lock, [&] { return ready_sc(); });
   }
 
   template <class Clock, class Duration>
   bool wait_until(std::chrono::time_point<Clock, Duration> deadline) const {
     if (ready()) return true;
-    std::unique_lock lock(mu_);
-    return cv_.wait_until(lock, deadline, [&] { return ready(); });
+    ParkingLot& lot = parking_lot(this);
+    std::unique_lock lock(lot.mu);
+    park();
+    return lot.cv.wait_until(lock, deadline, [&] { return ready_sc(); });
   }
 
   // Publishes waiter to run when the state completes. Returns false (and
@@ -142,15 +168,17 @@ class StateBase {
     }
   }
 
+  // A thread is about to sleep on this state's parking lot (lot.mu held).
+  void park() const noexcept { flags_.fetch_or(kParked, std::memory_order_seq_cst); }
+  bool ready_sc() const noexcept { return word_.load(std::memory_order_seq_cst) == kReady; }
+
   static constexpr std::uintptr_t kPending = 0;
   static constexpr std::uintptr_t kReady = 1;
-  static constexpr unsigned kFailed = 1, kGone = 2, kObserved = 4;
+  static constexpr unsigned kFailed = 1, kGone = 2, kObserved = 4, kParked = 8;
 
   std::atomic<std::uintptr_t> word_{kPending};  // kPending, kReady, or a Waiter*
-  std::atomic<unsigned> flags_{0};
+  mutable std::atomic<unsigned> flags_{0};
   std::exception_ptr error_;  // written before word_ becomes kReady
-  mutable std::mutex mu_;     // only for blocking waiters
-  mutable std::condition_variable cv_;
   std::shared_ptr<Completion> completion_;
 };
 

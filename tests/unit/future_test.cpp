@@ -3,7 +3,10 @@
 #include <gtest/gtest.h>
 #include <pmap/pmap.hpp>
 
+#include <atomic>
 #include <coroutine>
+#include <cstdio>
+#include <cstdlib>
 #include <future>
 #include <thread>
 
@@ -49,6 +52,54 @@ TEST(Future, BlockingApiReportsReadiness) {
   } catch (const pmap::Error& e) {
     EXPECT_EQ(e.code(), pmap::Errc::invalid_argument);
   }
+}
+
+// Blocked threads park on mutex/condvar pairs shared between states. Many
+// threads blocking at once (in get(), wait() and wait_for()) must all be
+// woken; a lost wake-up hangs a thread, and the watchdog then fails the test.
+TEST(Future, EveryBlockedThreadIsWoken) {
+  Map map{pmap::MemoryBackend()};
+  constexpr int kThreads = 16, kWrites = 300;
+  std::atomic<int> done{0};
+  std::atomic<bool> finished{false};
+  std::thread watchdog([&] {
+    int last = -1;
+    for (int idle = 0; !finished.load(); std::this_thread::sleep_for(std::chrono::milliseconds(100))) {
+      const int now = done.load();
+      idle = now == last ? idle + 1 : 0;
+      last = now;
+      if (idle > 300) {  // 30 s without one write completing
+        std::fprintf(stderr, "FAILED: a thread blocked on a completed future was never woken\n");
+        std::_Exit(1);
+      }
+    }
+  });
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kWrites; ++i) {
+        auto f = map.insert(std::to_string(t) + ":" + std::to_string(i), "v");
+        switch (i % 3) {
+          case 0:
+            EXPECT_EQ(f.get(), std::nullopt);
+            break;
+          case 1:
+            f.wait();
+            EXPECT_TRUE(f.ready());
+            break;
+          default:
+            while (!f.wait_for(std::chrono::seconds(60))) {
+            }
+            EXPECT_TRUE(f.ready());
+        }
+        done.fetch_add(1);
+      }
+    });
+  for (auto& th : threads) th.join();
+  finished = true;
+  watchdog.join();
+  EXPECT_EQ(done.load(), kThreads * kWrites);
+  EXPECT_EQ(map.size(), static_cast<std::size_t>(kThreads * kWrites));
 }
 
 TEST(Future, ThenRunsOnTheCompletionThreadNeverInline) {
