@@ -8,17 +8,16 @@
 // (Construct with braces: `map(pmap::SqliteBackend(path))` in parentheses
 // would declare a function.)
 //
-// The whole map lives in memory, in N shards, each a hash map under its own
-// reader-writer lock (detail::ReadMostlyMutex, whose readers write no cache
-// line another thread's readers write). Reads (get, contains, size,
-// for_each, snapshot) are served from there and never wait for disk or for
-// the writer. A write updates the cache and queues the encoded change under
-// the same shard lock, so the backend applies writes to one key in the order
-// the cache saw them; the writer thread commits everything queued together
-// in one backend transaction (group commit) and then completes the futures.
-// When the backend rejects a commit, the futures of that group fail with the
-// error and, before they complete, the cache is put back to what the backend
-// holds (keys with a newer queued write keep that newer value).
+// The whole map lives in memory, in N shards, each an open-addressing hash
+// map (absl::flat_hash_map: a lookup reads one group of control bytes and,
+// usually, one slot) under its own reader-writer lock (detail::ReadMostlyMutex, whose readers write
+// no cache line another thread's readers write). Reads (get, contains, size, for_each, snapshot)
+// are served from there and never wait for disk or for the writer. A write updates the cache and
+// queues the encoded change under the same shard lock, so the backend applies writes to one key in
+// the order the cache saw them; the writer thread commits everything queued together in one backend
+// transaction (group commit) and then completes the futures. When the backend rejects a commit, the
+// futures of that group fail with the error and, before they complete, the cache is put back to
+// what the backend holds (keys with a newer queued write keep that newer value).
 //
 // Guarantees:
 //   - read your writes: once insert() has returned its future, get() in any
@@ -34,6 +33,9 @@
 // nor from one of its own continuations.
 #pragma once
 
+#include <absl/container/flat_hash_map.h>
+#include <absl/hash/hash.h>
+
 #include <algorithm>
 #include <atomic>
 #include <concepts>
@@ -46,7 +48,6 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
-#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -91,9 +92,12 @@ namespace detail {
 
 // Hashing and equality for the cache: transparent for std::string keys, so
 // that a lookup by "literal" or std::string_view builds no std::string.
+// absl::Hash: the open-addressing table needs well-mixed bits (std::hash of
+// an integer is the integer itself); it falls back to std::hash<K>, mixed,
+// for a type that only specialises that.
 template <class K>
 struct KeyTraits {
-  using Hash = std::hash<K>;
+  using Hash = absl::Hash<K>;
   using Equal = std::equal_to<K>;
   // K itself, or anything that converts to K (map.get(5) on an int64_t map).
   template <class Q>
@@ -127,11 +131,10 @@ struct KeyTraits<std::string> {
   };
   struct Hash {
     using is_transparent = void;
-    // Deliberately not noexcept: libstdc++ then keeps each node's hash, as it
-    // does for std::hash<std::string>, so lookups compare hashes before bytes
-    // and a rehash never hashes a key again.
-    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-    std::size_t operator()(const Hashed& h) const { return h.hash; }
+    std::size_t operator()(std::string_view s) const noexcept {
+      return absl::Hash<std::string_view>{}(s);
+    }
+    std::size_t operator()(const Hashed& h) const noexcept { return h.hash; }
   };
   struct Equal {
     using is_transparent = void;
@@ -167,7 +170,7 @@ concept LookupKeyFor = detail::KeyTraits<K>::template kLookup<Q>;
 template <class K, class V>
 class PersistentMap final : private detail::CacheRepair {
   using Traits = detail::KeyTraits<K>;
-  using Table = std::unordered_map<K, V, typename Traits::Hash, typename Traits::Equal>;
+  using Table = absl::flat_hash_map<K, V, typename Traits::Hash, typename Traits::Equal>;
 
  public:
   using key_type = K;
@@ -539,7 +542,10 @@ class PersistentMap final : private detail::CacheRepair {
         for (auto it = table.begin(); it != table.end();) {
           bytes.clear();
           Traits::encode(it->first, bytes);
-          it = queued.count(bytes) ? std::next(it) : table.erase(it);
+          if (queued.count(bytes))
+            ++it;
+          else
+            table.erase(it++);  // erasing leaves the other iterators valid
         }
       }
     }
