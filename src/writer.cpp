@@ -35,6 +35,9 @@ Writer::Writer(std::unique_ptr<Backend> backend, std::shared_ptr<Completion> com
       max_pending_(std::max<std::size_t>(options.max_pending_writes, 1)),
       max_group_writes_(std::max<std::size_t>(options.max_group_writes, 1)),
       max_group_bytes_(std::max<std::size_t>(options.max_group_bytes, 1)) {
+  deferred_ = dynamic_cast<DeferredSync*>(backend_.get());
+  if (deferred_ && !deferred_->defers_sync()) deferred_ = nullptr;
+  if (deferred_) sync_thread_ = std::thread([this] { run_sync(); });
   thread_ = std::thread([this] { run(); });
 }
 
@@ -154,6 +157,7 @@ void Writer::close(std::shared_ptr<StateBase> done, bool like_flush) {
 
 void Writer::join() {
   if (thread_.joinable()) thread_.join();
+  stop_sync();  // already stopped by the writer thread's close, unless that never ran
 }
 
 void Writer::for_each_queued(const std::function<void(const Write&)>& fn) const {
@@ -221,7 +225,10 @@ void Writer::commit_group(std::span<Item> group) {
   for (Item& item : group) writes_.push_back(std::move(item.write));
   std::exception_ptr error;
   try {
-    backend_->write(writes_);
+    if (deferred_)
+      deferred_->commit(writes_);
+    else
+      backend_->write(writes_);
   } catch (...) {
     error = as_pmap_error(std::current_exception(), description_);
   }
@@ -230,11 +237,103 @@ void Writer::commit_group(std::span<Item> group) {
     // the backend holds.
     repair_after(writes_);
     if (!latched_) latched_ = error;
+  } else if (deferred_) {
+    if (sync_here(group)) return;
+    Synced entry;
+    entry.writes = group.size();
+    for (Item& item : group)
+      if (item.done) entry.done.push_back(std::move(item.done));
+    enqueue_sync(std::move(entry));
+    return;
   }
+  finish_group(group, error);
+}
+
+void Writer::finish_group(std::span<Item> group, const std::exception_ptr& error) {
   for (Item& item : group)
     if (item.done) item.done->complete(error);
   pending_.fetch_sub(group.size());
   wake_room_waiters();
+}
+
+bool Writer::sync_here(std::span<Item> group) {
+  // Nothing else to commit: a hop to the sync thread would only add a
+  // thread wake-up to this group's latency.
+  if (pending_.load() != group.size()) return false;
+  {
+    std::lock_guard lock(sync_mu_);
+    // Only this thread queues entries: an idle sync thread stays idle.
+    if (!sync_queue_.empty() || sync_busy_) return false;
+  }
+  std::exception_ptr error;
+  try {
+    deferred_->sync();
+  } catch (...) {
+    error = as_pmap_error(std::current_exception(), description_);
+    if (!sync_latched_) sync_latched_ = error;
+  }
+  finish_group(group, error);
+  return true;
+}
+
+void Writer::enqueue_sync(Synced entry) {
+  {
+    std::lock_guard lock(sync_mu_);
+    sync_queue_.push_back(std::move(entry));
+  }
+  sync_cv_.notify_one();
+}
+
+void Writer::run_sync() noexcept {
+  std::vector<Synced> batch;
+  for (;;) {
+    {
+      std::unique_lock lock(sync_mu_);
+      sync_cv_.wait(lock, [&] { return !sync_queue_.empty() || sync_stop_; });
+      sync_busy_ = false;
+      if (sync_queue_.empty()) return;  // stopped, and everything is done
+      batch.swap(sync_queue_);
+      sync_busy_ = true;
+    }
+    // One fsync covers every group in the batch: each was committed before
+    // it was queued. A flush alone needs none: what came before it was
+    // synced in an earlier round.
+    std::exception_ptr error;
+    const bool writes =
+        std::any_of(batch.begin(), batch.end(), [](const Synced& e) { return e.writes > 0; });
+    if (writes) {
+      try {
+        deferred_->sync();
+      } catch (...) {
+        error = as_pmap_error(std::current_exception(), description_);
+        if (!sync_latched_) sync_latched_ = error;
+      }
+    }
+    std::size_t done_writes = 0;
+    for (Synced& entry : batch) {
+      if (entry.flush) {
+        std::exception_ptr result = entry.flush_error ? entry.flush_error : sync_latched_;
+        sync_latched_ = nullptr;
+        entry.done.front()->complete(result);
+      } else {
+        for (auto& state : entry.done) state->complete(error);
+        done_writes += entry.writes;
+      }
+    }
+    batch.clear();
+    pending_.fetch_sub(done_writes);
+    wake_room_waiters();
+  }
+}
+
+void Writer::stop_sync() noexcept {
+  if (!sync_thread_.joinable()) return;
+  {
+    std::lock_guard lock(sync_mu_);
+    sync_stop_ = true;
+  }
+  sync_cv_.notify_one();
+  sync_thread_.join();
 }
 
 void Writer::repair_after(std::span<const Write> writes) noexcept {
@@ -252,10 +351,9 @@ void Writer::repair_after(std::span<const Write> writes) noexcept {
         if (seen.insert(w.key).second) entries.push_back(StoredEntry{w.key, backend_->get(w.key)});
     }
   } catch (const std::exception& e) {
-    completion_->report(Error(Errc::backend,
-                              "after a failed commit, " + description_ +
-                                  " could not be read back (" + e.what() +
-                                  "); the map's cache may now differ from it: reopen the map"));
+    completion_->report(Error(
+        Errc::backend, "after a failed commit, " + description_ + " could not be read back (" +
+                           e.what() + "); the map's cache may now differ from it: reopen the map"));
     return;
   } catch (...) {
     completion_->report(Error(Errc::backend, "after a failed commit, " + description_ +
@@ -267,15 +365,29 @@ void Writer::repair_after(std::span<const Write> writes) noexcept {
 
 void Writer::finish_flush(std::shared_ptr<StateBase>& done, bool release_backend,
                           bool report_latched) noexcept {
+  // Closing: every commit synced and its future completed first.
+  if (release_backend) stop_sync();
   std::exception_ptr error;
   try {
     backend_->flush();
   } catch (...) {
     error = as_pmap_error(std::current_exception(), description_);
   }
-  std::exception_ptr result = latched_ && report_latched ? latched_ : error;
+  std::exception_ptr latched = latched_;
   latched_ = nullptr;
+  if (release_backend && !latched) latched = sync_latched_;  // the sync thread has ended
+  std::exception_ptr result = latched && report_latched ? latched : error;
   if (!release_backend) {
+    if (deferred_) {
+      // Completes once what was committed before it is synced (failing if
+      // one of those syncs failed since the previous flush).
+      Synced entry;
+      entry.flush = true;
+      entry.flush_error = result;
+      entry.done.push_back(std::move(done));
+      enqueue_sync(std::move(entry));
+      return;
+    }
     done->complete(result);
     return;
   }

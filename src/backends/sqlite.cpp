@@ -2,16 +2,22 @@
 //
 // One connection per backend, used by one thread (the map's writer), opened
 // with SQLITE_OPEN_NOMUTEX. Every statement is prepared once, with
-// SQLITE_PREPARE_PERSISTENT, and reset after each use. write() is one
-// BEGIN IMMEDIATE ... COMMIT transaction; any failure rolls it back.
+// SQLITE_PREPARE_PERSISTENT, and reset after each use. commit() is one
+// BEGIN IMMEDIATE ... COMMIT transaction; any failure rolls it back. With
+// Synchronous::full the connection runs SQLite's NORMAL and sync() fsyncs
+// the WAL (write() = commit() + sync(); a map's writer calls sync() from a
+// second thread, see pmap/detail/deferred_sync.hpp).
 
 #include "pmap/backends/sqlite.hpp"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
@@ -174,6 +180,7 @@ struct SqliteBackend::Impl {
   detail::FileWatch watch{path};
   bool shrinks = false;  // auto_vacuum: checkpoints may shorten the file
   sqlite3* db = nullptr;
+  int wal_fd = -1;  // the WAL, opened by sync() (on the sync thread)
   sqlite3_stmt* begin = nullptr;
   sqlite3_stmt* commit = nullptr;
   sqlite3_stmt* rollback = nullptr;
@@ -190,6 +197,7 @@ struct SqliteBackend::Impl {
     for (sqlite3_stmt* s : {begin, commit, rollback, put, erase, clear, get, scan})
       sqlite3_finalize(s);
     sqlite3_close_v2(db);
+    if (wal_fd >= 0) ::close(wal_fd);
   }
 
   // os_error: sqlite3_system_errno() read right after the failing call.
@@ -320,7 +328,14 @@ SqliteBackend::SqliteBackend(std::filesystem::path path, SqliteOptions options) 
   // page_size changes only a file that has no pages yet (before WAL mode).
   d.exec(("PRAGMA page_size=" + std::to_string(page)).c_str(), "cannot set page_size");
   d.exec("PRAGMA journal_mode=WAL", "cannot switch to WAL mode");
-  d.exec(synchronous_pragma(d.options.synchronous), "cannot set synchronous");
+  // full: SQLite's NORMAL, plus our own fsync of the WAL after each commit
+  // (sync()). In WAL mode SQLite's FULL is NORMAL plus that fsync (and
+  // padding a commit's last frame to a sector, which it skips on Unix, where
+  // overwrites are power-safe by default). A WAL restart needs no sync of
+  // its own: it follows a checkpoint that synced the database file.
+  d.exec(synchronous_pragma(d.options.synchronous == Synchronous::full ? Synchronous::normal
+                                                                       : d.options.synchronous),
+         "cannot set synchronous");
   const std::string cache = "PRAGMA cache_size=-" + std::to_string(d.options.cache_kib);
   d.exec(cache.c_str(), "cannot set cache_size");
   // Copy the WAL back into the database once it holds kWalBytes (SQLite's
@@ -387,6 +402,31 @@ std::optional<std::string> SqliteBackend::get(std::string_view key) {
 }
 
 void SqliteBackend::write(std::span<const Write> batch) {
+  commit(batch);
+  if (defers_sync()) sync();
+}
+
+bool SqliteBackend::defers_sync() const noexcept {
+  return impl_->options.synchronous == Synchronous::full;
+}
+
+void SqliteBackend::sync() {
+  Impl& d = *impl_;
+  // The WAL exists once a first transaction has been committed, and stays
+  // (the same file) while this connection is open.
+  if (d.wal_fd < 0) {
+    const std::string wal = d.path.string() + "-wal";
+    d.wal_fd = ::open(wal.c_str(), O_RDONLY | O_CLOEXEC);
+    if (d.wal_fd < 0)
+      detail::throw_errno(errno, d.where + ": cannot open the WAL " + wal + " to fsync it");
+  }
+  if (::fdatasync(d.wal_fd) != 0)
+    detail::throw_errno(errno, d.where +
+                                   ": fsync of the WAL failed, so the last commits may not "
+                                   "survive a power loss");
+}
+
+void SqliteBackend::commit(std::span<const Write> batch) {
   Impl& d = *impl_;
   // SQLite would go on committing into a deleted or truncated file.
   d.watch.check(d.where,

@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <mutex>
 #include <pmap/pmap.hpp>
 #include <string>
@@ -22,13 +24,28 @@ namespace {
 
 std::mutex synced_mutex;
 std::vector<std::string> synced;  // the path of each fsync'd file, in order
+// Syncs and writes of files, in one order: "sync <path>" / "write <path>".
+std::vector<std::string> events;
 
-void record(int fd) {
+std::string path_of(int fd) {
   char buf[4096];
   const std::string link = "/proc/self/fd/" + std::to_string(fd);
   const ssize_t n = ::readlink(link.c_str(), buf, sizeof buf);
+  return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "?";
+}
+
+void record(int fd) {
+  std::string path = path_of(fd);
   std::lock_guard lock(synced_mutex);
-  synced.emplace_back(n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "?");
+  events.push_back("sync " + path);
+  synced.push_back(std::move(path));
+}
+
+void record_write(int fd) {
+  std::string path = path_of(fd);
+  if (path.size() < 4 || path.compare(path.size() - 4, 4, "-wal") != 0) return;
+  std::lock_guard lock(synced_mutex);
+  events.push_back("write " + path);
 }
 
 template <class Fn>
@@ -43,10 +60,31 @@ extern "C" int fsync(int fd) {
   record(fd);
   return next(fd);
 }
+// When positive, that many fdatasyncs of a WAL fail with EIO.
+std::atomic<int> fail_wal_syncs{0};
+
 extern "C" int fdatasync(int fd) {
   static const auto next = real<int (*)(int)>("fdatasync");
   record(fd);
+  const std::string path = path_of(fd);
+  if (path.size() > 4 && path.compare(path.size() - 4, 4, "-wal") == 0 &&
+      fail_wal_syncs.load() > 0) {
+    fail_wal_syncs.fetch_sub(1);
+    errno = EIO;
+    return -1;
+  }
   return next(fd);
+}
+// SQLite writes its WAL with pwrite64 (or pwrite).
+extern "C" ssize_t pwrite64(int fd, const void* buf, size_t n, off64_t offset) {
+  static const auto next = real<ssize_t (*)(int, const void*, size_t, off64_t)>("pwrite64");
+  record_write(fd);
+  return next(fd, buf, n, offset);
+}
+extern "C" ssize_t pwrite(int fd, const void* buf, size_t n, off_t offset) {
+  static const auto next = real<ssize_t (*)(int, const void*, size_t, off_t)>("pwrite");
+  record_write(fd);
+  return next(fd, buf, n, offset);
 }
 
 namespace {
@@ -64,6 +102,27 @@ std::size_t syncs_of(const std::string& suffix) {
       }));
 }
 
+// Whether the last write to a file whose path ends with suffix is followed
+// by a sync of that file (and there was a write at all).
+bool last_write_synced(const std::string& suffix) {
+  std::lock_guard lock(synced_mutex);
+  auto ends = [&](const std::string& e) {
+    return e.size() >= suffix.size() &&
+           e.compare(e.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  bool written = false, synced_since = false;
+  for (const std::string& e : events) {
+    if (!ends(e)) continue;
+    if (e.rfind("write ", 0) == 0) {
+      written = true;
+      synced_since = false;
+    } else {
+      synced_since = true;
+    }
+  }
+  return written && synced_since;
+}
+
 TEST(Sync, SqliteFullSyncsTheWalBeforeEveryAcknowledgement) {
   TempDir dir;
   Map map{pmap::SqliteBackend(dir / "full.db")};  // the default: Synchronous::full
@@ -72,7 +131,83 @@ TEST(Sync, SqliteFullSyncsTheWalBeforeEveryAcknowledgement) {
     map.insert("k" + std::to_string(i), "v").get();
     EXPECT_GT(syncs_of("full.db-wal"), before)
         << "write " << i << " was acknowledged before an fsync";
+    EXPECT_TRUE(last_write_synced("full.db-wal"))
+        << "write " << i << " was acknowledged before the WAL was synced after its commit";
   }
+}
+
+// Many writes in flight: the map's writer commits group after group while a
+// second thread fsyncs the WAL. Once every write of a round is acknowledged
+// (nothing else is being written), the WAL must have been synced after its
+// last write.
+TEST(Sync, SqliteFullSyncsBeforeAcknowledgingConcurrentWrites) {
+  TempDir dir;
+  Map map{pmap::SqliteBackend(dir / "many.db")};
+  for (int round = 0; round < 20; ++round) {
+    std::vector<pmap::Future<std::optional<std::string>>> futures;
+    for (int i = 0; i < 200; ++i)
+      futures.push_back(map.insert("k" + std::to_string(round * 200 + i), "v"));
+    for (auto& f : futures) f.get();  // every write of the round acknowledged...
+    EXPECT_TRUE(last_write_synced("many.db-wal"))
+        << "round " << round << ": ...with its commit not yet synced";
+  }
+}
+
+// A failed fsync of the WAL fails the writes it covered (Errc::io, saying
+// so), and the next flush; those writes stay committed — the cache and the
+// file show them — and later writes work.
+TEST(Sync, SqliteFailedWalSyncFailsTheWritesItCovered) {
+  TempDir dir;
+  {
+    Map map{pmap::SqliteBackend(dir / "eio.db")};
+    map.insert("before", "1").get();
+    fail_wal_syncs = 1;
+    try {
+      map.insert("during", "2").get();
+      ADD_FAILURE() << "the write was acknowledged although its fsync failed";
+    } catch (const pmap::Error& e) {
+      EXPECT_EQ(e.code(), pmap::Errc::io) << e.what();
+      EXPECT_NE(std::string(e.what()).find("fsync of the WAL failed"), std::string::npos)
+          << e.what();
+    }
+    EXPECT_EQ(fail_wal_syncs.load(), 0);
+    EXPECT_THROW(map.flush().get(), pmap::Error) << "flush reports the failure once";
+    map.flush().get();
+    EXPECT_EQ(map.get("during"), "2") << "committed, so the cache keeps it";
+    map.insert("after", "3").get();
+  }
+  Map map{pmap::SqliteBackend(dir / "eio.db")};
+  EXPECT_EQ(map.get("before"), "1");
+  EXPECT_EQ(map.get("during"), "2");
+  EXPECT_EQ(map.get("after"), "3");
+}
+
+// The same when the sync thread's fsync fails, with many writes in flight.
+TEST(Sync, SqliteFailedWalSyncOnTheSyncThreadFailsItsGroups) {
+  TempDir dir;
+  constexpr int kWrites = 2000;
+  {
+    Map map{pmap::SqliteBackend(dir / "eio2.db")};
+    fail_wal_syncs = 1;
+    std::vector<pmap::Future<std::optional<std::string>>> futures;
+    for (int i = 0; i < kWrites; ++i) futures.push_back(map.insert("k" + std::to_string(i), "v"));
+    int failed = 0;
+    for (auto& f : futures) {
+      try {
+        f.get();
+      } catch (const pmap::Error& e) {
+        EXPECT_EQ(e.code(), pmap::Errc::io) << e.what();
+        ++failed;
+      }
+    }
+    EXPECT_GT(failed, 0);
+    EXPECT_EQ(fail_wal_syncs.load(), 0);
+    EXPECT_THROW(map.flush().get(), pmap::Error);
+    map.flush().get();
+    EXPECT_EQ(map.size(), static_cast<std::size_t>(kWrites));
+  }
+  Map map{pmap::SqliteBackend(dir / "eio2.db")};
+  EXPECT_EQ(map.size(), static_cast<std::size_t>(kWrites));
 }
 
 TEST(Sync, SqliteNormalSyncsOnlyOnFlush) {

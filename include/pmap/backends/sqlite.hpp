@@ -35,6 +35,7 @@
 #include <string>
 
 #include "pmap/backend.hpp"
+#include "pmap/detail/deferred_sync.hpp"
 
 namespace pmap {
 
@@ -64,7 +65,11 @@ struct SqliteOptions {
   int page_size = 8192;
 };
 
-class SqliteBackend final : public Backend {
+// With Synchronous::full, a map's writer commits with SQLite's
+// synchronous=NORMAL and fsyncs the WAL itself, on a second thread, before it
+// completes any future (detail::DeferredSync): the same durability, with one
+// group's fsync overlapping the next group's commit.
+class SqliteBackend final : public Backend, public detail::DeferredSync {
  public:
   explicit SqliteBackend(std::filesystem::path path, SqliteOptions options = {});
   SqliteBackend(SqliteBackend&&) noexcept;
@@ -76,6 +81,10 @@ class SqliteBackend final : public Backend {
   void write(std::span<const Write> batch) override;
   void flush() override;
   std::string describe() const override;
+
+  bool defers_sync() const noexcept override;
+  void commit(std::span<const Write> batch) override;
+  void sync() override;
 
  private:
   struct Impl;

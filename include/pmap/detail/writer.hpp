@@ -17,6 +17,13 @@
 // values back in the cache, except for keys that have a newer write queued;
 // only then does it fail the group's futures.
 //
+// With a backend that defers its fsync (DeferredSync: SQLite with
+// Synchronous::full), a second thread completes the futures: the writer
+// commits a group and moves on to the next, the sync thread fsyncs whatever
+// has been committed and then completes those groups' futures (and flushes
+// queued after them). A failed fsync fails the futures of the groups it
+// covered; their writes are committed, so the cache is left as it is.
+//
 // Thread safety: reserve/push/push_flush/close may be called from any
 // thread. for_each_queued is for CacheRepair::restore, on the writer
 // thread. Lock order: shard locks (ascending) before the queue mutex.
@@ -39,6 +46,7 @@
 
 #include "pmap/backend.hpp"
 #include "pmap/detail/completion.hpp"
+#include "pmap/detail/deferred_sync.hpp"
 #include "pmap/future.hpp"
 #include "pmap/options.hpp"
 
@@ -60,8 +68,7 @@ class CacheRepair {
   // cached key not in it goes too. Keys with a newer write still queued
   // (Writer::for_each_queued) keep their cached value; if a clear is queued,
   // the cache is already right for every key.
-  virtual void restore(const Writer& writer, std::span<const StoredEntry> entries,
-                       bool all) = 0;
+  virtual void restore(const Writer& writer, std::span<const StoredEntry> entries, bool all) = 0;
 
  protected:
   ~CacheRepair() = default;
@@ -147,6 +154,26 @@ class Writer {
   // Waits for work, then moves the queue into taken_.
   void take_queue();
   void commit_group(std::span<Item> group);
+  // Completes a group's futures with error and gives its room back.
+  void finish_group(std::span<Item> group, const std::exception_ptr& error);
+
+  // The sync thread (deferred_ only). An entry is a committed group (its
+  // futures and size) or a flush (its future and what it fails with unless
+  // a sync fails first).
+  struct Synced {
+    std::vector<std::shared_ptr<StateBase>> done;
+    std::size_t writes = 0;
+    bool flush = false;
+    std::exception_ptr flush_error;
+  };
+  // Syncs and completes the group on this thread when nothing else is
+  // waiting to be committed or synced; false when it did not.
+  bool sync_here(std::span<Item> group);
+  void enqueue_sync(Synced entry);
+  void run_sync() noexcept;
+  // Waits until every queued entry is synced and completed, then ends the
+  // sync thread.
+  void stop_sync() noexcept;
   void repair_after(std::span<const Write> writes) noexcept;
   void finish_flush(std::shared_ptr<StateBase>& done, bool release_backend,
                     bool report_latched) noexcept;
@@ -160,9 +187,9 @@ class Writer {
   const std::size_t max_group_bytes_;
 
   mutable std::mutex mu_;
-  std::condition_variable work_cv_;   // writer waits for items
-  std::condition_variable room_cv_;   // producers wait for room; close waits for tickets
-  std::vector<Item> queue_;           // guarded by mu_
+  std::condition_variable work_cv_;  // writer waits for items
+  std::condition_variable room_cv_;  // producers wait for room; close waits for tickets
+  std::vector<Item> queue_;          // guarded by mu_
   // Admission is lock-free when there is room: reserve() is a CAS on
   // pending_. The three atomics below are seq_cst: close() stores closing_
   // then reads tickets_, reserve() adds to tickets_ then reads closing_, so
@@ -171,8 +198,19 @@ class Writer {
   std::atomic<std::size_t> tickets_{0};  // writes reserved, not yet pushed
   std::atomic<bool> closing_{false};     // written under mu_
   std::atomic<int> room_waiters_{0};     // producers blocked in reserve(), under mu_
-  bool closed_ = false;               // guarded by mu_: the writer thread has released the backend
+  bool closed_ = false;  // guarded by mu_: the writer thread has released the backend
   std::vector<std::shared_ptr<StateBase>> close_waiters_;  // guarded by mu_
+
+  DeferredSync* deferred_ = nullptr;  // the backend, when its commits are synced apart
+  std::mutex sync_mu_;
+  std::condition_variable sync_cv_;  // the sync thread waits for entries
+  std::vector<Synced> sync_queue_;   // guarded by sync_mu_
+  bool sync_stop_ = false;           // guarded by sync_mu_
+  bool sync_busy_ = false;           // guarded by sync_mu_: a batch is being synced
+  // First failed fsync since the last flush: the sync thread's while it is
+  // busy, the writer thread's while it is idle (sync_here) or stopped.
+  std::exception_ptr sync_latched_;
+  std::thread sync_thread_;
 
   std::exception_ptr latched_;  // writer thread only: first failure since the last flush
   std::vector<Write> writes_;   // writer thread only: the group being committed
