@@ -69,7 +69,7 @@ struct ParkingLot {
   std::condition_variable cv;
 };
 inline ParkingLot& parking_lot(const void* state) noexcept {
-  static constexpr std::size_t kLots = 64;
+  static constexpr std::size_t kLots = 256;  // few collisions among many blocked threads
   static ParkingLot lots[kLots];
   return lots[(reinterpret_cast<std::uintptr_t>(state) >> 6) % kLots];
 }
