@@ -289,8 +289,8 @@ void Writer::run_sync() noexcept {
   for (;;) {
     {
       std::unique_lock lock(sync_mu_);
+      sync_busy_ = false;  // idle while it waits: the writer may sync a lone group itself
       sync_cv_.wait(lock, [&] { return !sync_queue_.empty() || sync_stop_; });
-      sync_busy_ = false;
       if (sync_queue_.empty()) return;  // stopped, and everything is done
       batch.swap(sync_queue_);
       sync_busy_ = true;

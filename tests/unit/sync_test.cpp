@@ -16,6 +16,7 @@
 #include <mutex>
 #include <pmap/pmap.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../support/test_backend.hpp"
@@ -34,10 +35,14 @@ std::string path_of(int fd) {
   return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "?";
 }
 
+// The thread of each event, beside events.
+std::vector<pid_t> event_threads;
+
 void record(int fd) {
   std::string path = path_of(fd);
   std::lock_guard lock(synced_mutex);
   events.push_back("sync " + path);
+  event_threads.push_back(::gettid());
   synced.push_back(std::move(path));
 }
 
@@ -46,6 +51,7 @@ void record_write(int fd) {
   if (path.size() < 4 || path.compare(path.size() - 4, 4, "-wal") != 0) return;
   std::lock_guard lock(synced_mutex);
   events.push_back("write " + path);
+  event_threads.push_back(::gettid());
 }
 
 template <class Fn>
@@ -150,6 +156,31 @@ TEST(Sync, SqliteFullSyncsBeforeAcknowledgingConcurrentWrites) {
     for (auto& f : futures) f.get();  // every write of the round acknowledged...
     EXPECT_TRUE(last_write_synced("many.db-wal"))
         << "round " << round << ": ...with its commit not yet synced";
+  }
+}
+
+// A write on its own is synced by the thread that committed it (a hop to the
+// sync thread would only add a wake-up to its latency) — also after a burst
+// that the sync thread handled.
+TEST(Sync, SqliteLoneWriteIsSyncedByTheThreadThatCommittedIt) {
+  TempDir dir;
+  Map map{pmap::SqliteBackend(dir / "lone.db")};
+  std::vector<pmap::Future<std::optional<std::string>>> burst;
+  for (int i = 0; i < 2000; ++i) burst.push_back(map.insert("b" + std::to_string(i), "v"));
+  for (auto& f : burst) f.get();
+  for (int i = 0; i < 5; ++i) {
+    // The sync thread completes a round's futures before it goes idle: let
+    // it get there.
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    map.insert("lone" + std::to_string(i), "v").get();
+    std::lock_guard lock(synced_mutex);
+    pid_t writer = 0, syncer = 0;
+    for (std::size_t e = 0; e < events.size(); ++e) {
+      if (!events[e].ends_with("lone.db-wal")) continue;
+      (events[e].rfind("write ", 0) == 0 ? writer : syncer) = event_threads[e];
+    }
+    EXPECT_NE(writer, 0);
+    EXPECT_EQ(syncer, writer) << "lone write " << i << " was synced on another thread";
   }
 }
 
