@@ -162,6 +162,19 @@ const char* ioerr_detail(int rc) {
   }
 }
 
+// The file path names once every symbolic link is followed (also a link to
+// a file not created yet), as SQLite resolves it; path itself on error.
+std::filesystem::path resolve_links(std::filesystem::path path) {
+  std::error_code ec;
+  for (int hops = 0; hops < 40 && std::filesystem::is_symlink(path, ec); ++hops) {
+    const std::filesystem::path target = std::filesystem::read_symlink(path, ec);
+    if (ec) return path;
+    path = target.is_absolute() ? target : path.parent_path() / target;
+  }
+  std::filesystem::path real = std::filesystem::weakly_canonical(path, ec);
+  return ec ? path : real;
+}
+
 // Shown in messages: a key, shortened, as readable as it is.
 std::string shown_key(std::string_view key) {
   constexpr std::size_t kShown = 80;
@@ -180,6 +193,7 @@ struct SqliteBackend::Impl {
   detail::FileWatch watch{path};
   bool shrinks = false;  // auto_vacuum: checkpoints may shorten the file
   sqlite3* db = nullptr;
+  std::string wal_path;
   int wal_fd = -1;  // the WAL, opened by sync() (on the sync thread)
   sqlite3_stmt* begin = nullptr;
   sqlite3_stmt* commit = nullptr;
@@ -306,7 +320,10 @@ SqliteBackend::SqliteBackend(std::filesystem::path path, SqliteOptions options) 
                                      "untouched); open another path");
   }
 
-  detail::FileLock lock(path.string() + "-" + options.table + ".pmap-lock",
+  // The lock file goes beside the real file, so that opening it through a
+  // symbolic link and by its own name take the same lock.
+  const std::filesystem::path real = resolve_links(path);
+  detail::FileLock lock(real.string() + "-" + options.table + ".pmap-lock",
                         "SQLite table " + options.table + " of " + path.string());
   impl_ = std::make_unique<Impl>(path, std::move(options), where, std::move(lock));
   Impl& d = *impl_;
@@ -315,6 +332,9 @@ SqliteBackend::SqliteBackend(std::filesystem::path path, SqliteOptions options) 
       sqlite3_open_v2(path.c_str(), &d.db,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) d.fail(rc, "cannot open the database");
+  // SQLite puts the WAL beside the real file when path is a symbolic link.
+  const char* wal = sqlite3_filename_wal(sqlite3_db_filename(d.db, "main"));
+  d.wal_path = wal && *wal ? std::string(wal) : path.string() + "-wal";
   // SQLite falls back to read-only when it cannot write the file; the map
   // would then fail on its first write. Say so now.
   if (sqlite3_db_readonly(d.db, "main") == 1)
@@ -415,10 +435,9 @@ void SqliteBackend::sync() {
   // The WAL exists once a first transaction has been committed, and stays
   // (the same file) while this connection is open.
   if (d.wal_fd < 0) {
-    const std::string wal = d.path.string() + "-wal";
-    d.wal_fd = ::open(wal.c_str(), O_RDONLY | O_CLOEXEC);
+    d.wal_fd = ::open(d.wal_path.c_str(), O_RDONLY | O_CLOEXEC);
     if (d.wal_fd < 0)
-      detail::throw_errno(errno, d.where + ": cannot open the WAL " + wal + " to fsync it");
+      detail::throw_errno(errno, d.where + ": cannot open the WAL " + d.wal_path + " to fsync it");
   }
   if (::fdatasync(d.wal_fd) != 0)
     detail::throw_errno(errno, d.where +

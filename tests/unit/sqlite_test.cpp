@@ -222,6 +222,22 @@ int pragma_of(const std::filesystem::path& path, const char* pragma) {
   return value;
 }
 
+// Through a symbolic link: SQLite keeps its WAL beside the real file, and
+// that is the WAL the map fsyncs; the link and the real name take one lock.
+TEST(Sqlite, ASymlinkToTheDatabaseWorksAndSharesItsLock) {
+  TempDir dir;
+  std::filesystem::create_directory(dir / "data");
+  std::filesystem::create_symlink(dir / "data" / "real.db", dir / "link.db");
+  {
+    Map map{pmap::SqliteBackend(dir / "link.db")};
+    map.insert("k", "v").get();
+    expect_error([&] { pmap::SqliteBackend b(dir / "data" / "real.db"); }, pmap::Errc::locked,
+                 {"kv"});
+  }
+  Map map{pmap::SqliteBackend(dir / "data" / "real.db")};
+  EXPECT_EQ(map.get("k"), "v");
+}
+
 TEST(Sqlite, NewFilesGetThePageSizeAskedForExistingFilesKeepTheirs) {
   TempDir dir;
   {
