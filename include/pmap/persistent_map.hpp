@@ -10,14 +10,18 @@
 //
 // The whole map lives in memory, in N shards, each an open-addressing hash
 // map (absl::flat_hash_map: a lookup reads one group of control bytes and,
-// usually, one slot) under its own reader-writer lock (detail::ReadMostlyMutex, whose readers write
-// no cache line another thread's readers write). Reads (get, contains, size, for_each, snapshot)
-// are served from there and never wait for disk or for the writer. A write updates the cache and
-// queues the encoded change under the same shard lock, so the backend applies writes to one key in
-// the order the cache saw them; the writer thread commits everything queued together in one backend
-// transaction (group commit) and then completes the futures. When the backend rejects a commit, the
-// futures of that group fail with the error and, before they complete, the cache is put back to
-// what the backend holds (keys with a newer queued write keep that newer value).
+// usually, one slot) under its own reader-writer lock
+// (detail::ReadMostlyMutex, whose readers write no cache line another
+// thread's readers write). Reads (get, contains, size, for_each, snapshot)
+// are served from there and never wait for disk or for the writer. A write
+// updates the cache and queues the encoded change under the same shard lock,
+// so the backend applies writes to one key in the order the cache saw them;
+// the writer thread commits everything queued together in one backend
+// transaction (group commit) and then completes the futures (with SQLite's
+// default durability, a second thread does, after fsyncing the WAL). When the
+// backend rejects a commit, the futures of that group fail with the error
+// and, before they complete, the cache is put back to what the backend holds
+// (keys with a newer queued write keep that newer value).
 //
 // Guarantees:
 //   - read your writes: once insert() has returned its future, get() in any

@@ -26,7 +26,8 @@
 // nobody can open — SQLite alone would carry on. Moving the file back lets
 // writes resume.
 //
-// Thread safety: one thread at a time (the map's writer).
+// Thread safety: one thread at a time (the map's writer), except that sync()
+// may run on a second thread while commit() runs.
 #pragma once
 
 #include <chrono>
