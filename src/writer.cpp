@@ -265,15 +265,19 @@ bool Writer::sync_here(std::span<Item> group) {
     // Only this thread queues entries: an idle sync thread stays idle.
     if (!sync_queue_.empty() || sync_busy_) return false;
   }
-  std::exception_ptr error;
+  finish_group(group, sync_backend());
+  return true;
+}
+
+std::exception_ptr Writer::sync_backend() noexcept {
   try {
     deferred_->sync();
+    return nullptr;
   } catch (...) {
-    error = as_pmap_error(std::current_exception(), description_);
+    auto error = as_pmap_error(std::current_exception(), description_);
     if (!sync_latched_) sync_latched_ = error;
+    return error;
   }
-  finish_group(group, error);
-  return true;
 }
 
 void Writer::enqueue_sync(Synced entry) {
@@ -298,17 +302,9 @@ void Writer::run_sync() noexcept {
     // One fsync covers every group in the batch: each was committed before
     // it was queued. A flush alone needs none: what came before it was
     // synced in an earlier round.
-    std::exception_ptr error;
     const bool writes =
         std::any_of(batch.begin(), batch.end(), [](const Synced& e) { return e.writes > 0; });
-    if (writes) {
-      try {
-        deferred_->sync();
-      } catch (...) {
-        error = as_pmap_error(std::current_exception(), description_);
-        if (!sync_latched_) sync_latched_ = error;
-      }
-    }
+    const std::exception_ptr error = writes ? sync_backend() : nullptr;
     std::size_t done_writes = 0;
     for (Synced& entry : batch) {
       if (entry.flush) {

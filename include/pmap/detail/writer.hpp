@@ -169,6 +169,8 @@ class Writer {
   // Syncs and completes the group on this thread when nothing else is
   // waiting to be committed or synced; false when it did not.
   bool sync_here(std::span<Item> group);
+  // deferred_->sync(); a failure is returned and latched for the next flush.
+  std::exception_ptr sync_backend() noexcept;
   void enqueue_sync(Synced entry);
   void run_sync() noexcept;
   // Waits until every queued entry is synced and completed, then ends the
