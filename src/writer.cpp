@@ -35,6 +35,12 @@ Writer::Writer(std::unique_ptr<Backend> backend, std::shared_ptr<Completion> com
       max_pending_(std::max<std::size_t>(options.max_pending_writes, 1)),
       max_group_writes_(std::max<std::size_t>(options.max_group_writes, 1)),
       max_group_bytes_(std::max<std::size_t>(options.max_group_bytes, 1)) {
+  // Capacity up front, so that a push never grows the queue under its mutex
+  // (copying it, and touching fresh pages there) in steady state.
+  const std::size_t items = std::min(max_pending_, kReservedItems);
+  queue_.reserve(items);
+  taken_.reserve(items);
+  writes_.reserve(std::min(max_group_writes_, items));
   deferred_ = dynamic_cast<DeferredSync*>(backend_.get());
   if (deferred_ && !deferred_->defers_sync()) deferred_ = nullptr;
   if (deferred_) sync_thread_ = std::thread([this] { run_sync(); });

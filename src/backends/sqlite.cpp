@@ -3,7 +3,8 @@
 // One connection per backend, used by one thread (the map's writer), opened
 // with SQLITE_OPEN_NOMUTEX. Every statement is prepared once, with
 // SQLITE_PREPARE_PERSISTENT, and reset after each use. commit() is one
-// BEGIN IMMEDIATE ... COMMIT transaction; any failure rolls it back. With
+// BEGIN IMMEDIATE ... COMMIT transaction, its writes applied in key order
+// (sort_by_key); any failure rolls it back. With
 // Synchronous::full the connection runs SQLite's NORMAL and sync() fsyncs
 // the WAL (write() = commit() + sync(); a map's writer calls sync() from a
 // second thread, see pmap/detail/deferred_sync.hpp).
@@ -21,6 +22,9 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <numeric>
+#include <span>
+#include <vector>
 
 #include "file_util.hpp"
 #include "pmap/error.hpp"
@@ -183,6 +187,28 @@ std::string shown_key(std::string_view key) {
   return "\"" + s + "\"";
 }
 
+// The order in which commit() applies a batch: by key within each run
+// between clears, and the writes to one key in their batch order, so the
+// result is the same. SQLite then visits B-tree pages in key order instead of
+// jumping around the tree: random keys, or the interleaved keys of several
+// inserting threads, cost much less sorted (bench/notes.md).
+void sort_by_key(std::span<const Write> batch, std::vector<std::size_t>& order) {
+  order.resize(batch.size());
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  const auto less = [&](std::size_t a, std::size_t b) {
+    const int c = batch[a].key.compare(batch[b].key);
+    return c < 0 || (c == 0 && a < b);
+  };
+  std::size_t begin = 0;
+  for (std::size_t i = 0; i <= batch.size(); ++i) {
+    if (i < batch.size() && batch[i].op != Write::Op::clear) continue;
+    const auto first = order.begin() + static_cast<std::ptrdiff_t>(begin);
+    const auto last = order.begin() + static_cast<std::ptrdiff_t>(i);
+    if (!std::is_sorted(first, last, less)) std::sort(first, last, less);
+    begin = i + 1;
+  }
+}
+
 }  // namespace
 
 struct SqliteBackend::Impl {
@@ -203,6 +229,7 @@ struct SqliteBackend::Impl {
   sqlite3_stmt* clear = nullptr;
   sqlite3_stmt* get = nullptr;
   sqlite3_stmt* scan = nullptr;
+  std::vector<std::size_t> order;  // commit()'s order of the batch (sort_by_key)
 
   Impl(std::filesystem::path p, SqliteOptions o, std::string w, detail::FileLock l)
       : path(std::move(p)), options(std::move(o)), where(std::move(w)), lock(std::move(l)) {}
@@ -450,9 +477,11 @@ void SqliteBackend::commit(std::span<const Write> batch) {
   // SQLite would go on committing into a deleted or truncated file.
   d.watch.check(d.where,
                 d.shrinks ? detail::FileWatch::Size::any : detail::FileWatch::Size::at_least);
+  sort_by_key(batch, d.order);
   d.run(d.begin, "cannot begin a transaction");
   try {
-    for (const Write& w : batch) {
+    for (const std::size_t i : d.order) {
+      const Write& w = batch[i];
       switch (w.op) {
         case Write::Op::put:
           d.bind(d.put, 1, w.key);

@@ -143,6 +143,9 @@ class Writer {
     std::shared_ptr<StateBase> done;  // on the last item of an operation
   };
 
+  // Items the queues hold without reallocating (beyond it they grow).
+  static constexpr std::size_t kReservedItems = std::size_t{1} << 17;
+
   void unreserve(std::size_t n) noexcept;
   // Wakes producers waiting for room (and close() waiting for tickets).
   void wake_room_waiters() noexcept;
