@@ -603,8 +603,13 @@ int main(int argc, char** argv) try {
       {"memory", memory_per_entry},
       {"csv", csv_writes_and_load},
   };
-  for (const auto& [name, run] : workloads)
-    if (std::string_view(name).find(cfg.only) != std::string_view::npos) run();
+  for (const auto& [name, run] : workloads) {
+    if (std::string_view(name).find(cfg.only) == std::string_view::npos) continue;
+    // The previous workload's files are still being written back by the
+    // kernel; its threads would take a core from this one's measurements.
+    ::sync();
+    run();
+  }
 
   if (!cfg.tsv.empty()) {
     std::ofstream out(cfg.tsv);
