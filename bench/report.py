@@ -44,7 +44,7 @@ def main():
     peer_rows = read(peers) if os.path.exists(peers) else []
     md = ["# Benchmarks", "",
           "Produced by `./scripts/bench.sh` (%s). Every figure is printed beside its" % how,
-          "baseline, measured in the same process, on the same file system, in the same run;",
+          "baseline, measured in the same process (one per workload), on the same file system, in the same run;",
           "the ratio is the result (for times and bytes, lower is better). Absolute numbers on",
           "this shared 2-core virtual machine are noise. Data: 16-byte keys, 100-byte values.", "",
           "![ratios](docs/bench/ratios.svg)", "",
