@@ -45,9 +45,11 @@ class Backend {
   // The stored value of key, or std::nullopt when absent.
   virtual std::optional<std::string> get(std::string_view key) = 0;
 
-  // Applies the batch in order, atomically: after a return every change is
-  // committed; after a throw none is. A crash midway leaves none of it.
-  // clear removes every entry, including those put earlier in the batch.
+  // Applies the batch as if in order (writes to different keys may go in any
+  // order; a later write to a key wins), atomically: after a return every
+  // change is committed; after a throw none is. A crash midway leaves none
+  // of it. clear removes every entry, including those put earlier in the
+  // batch, and none put after it.
   virtual void write(std::span<const Write> batch) = 0;
 
   // Makes every committed batch durable now, for backends whose write() alone

@@ -3,11 +3,11 @@
 // One connection per backend, used by one thread (the map's writer), opened
 // with SQLITE_OPEN_NOMUTEX. Every statement is prepared once, with
 // SQLITE_PREPARE_PERSISTENT, and reset after each use. commit() is one
-// BEGIN IMMEDIATE ... COMMIT transaction, its writes applied in key order
-// (sort_by_key); any failure rolls it back. With
-// Synchronous::full the connection runs SQLite's NORMAL and sync() fsyncs
-// the WAL (write() = commit() + sync(); a map's writer calls sync() from a
-// second thread, see pmap/detail/deferred_sync.hpp).
+// BEGIN IMMEDIATE ... COMMIT transaction that applies its writes in key order
+// (sort_by_key); any failure rolls it back. With Synchronous::full the
+// connection runs SQLite's NORMAL and sync() fsyncs the WAL (write() =
+// commit() + sync(); a map's writer calls sync() from a second thread, see
+// pmap/detail/deferred_sync.hpp).
 
 #include "pmap/backends/sqlite.hpp"
 
