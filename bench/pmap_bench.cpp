@@ -2,7 +2,8 @@
 // in the same process, on the same file system, and is reported as a ratio.
 // Absolute times on a shared machine are noise; ratios are the result.
 //
-//   pmap_bench [--n N] [--quick] [--dir DIR] [--tsv FILE]
+//   pmap_bench [--n N] [--reps R] [--quick] [--dir DIR] [--tsv FILE]
+//              [--only NAME] [--threads T]
 //
 // --n      entries per workload (default 100000)
 // --quick  a smoke run: small N, one repetition (CI runs this)
@@ -10,6 +11,11 @@
 //          system you care about)
 // --tsv    also write the rows as tab-separated values (for BENCHMARKS.md
 //          and the plots)
+// --only   run only the workloads whose name contains NAME (bulk-sequential,
+//          bulk-random, awaited, reads-mixed, load, memory, csv)
+// --threads  inserting threads of the bulk workload (default 8)
+//
+// Each workload runs in a child process of its own, after a sync().
 //
 // Data: 16-byte keys (sequential "k000000000000042" or random hex), 100-byte
 // values. Each figure is the best of --reps runs (default 3), ours and the
@@ -50,7 +56,8 @@ struct Config {
   bool quick = false;
   std::filesystem::path dir;
   std::string tsv;
-  std::string only;  // run just the workloads whose name contains this
+  std::string only;              // run just the workloads whose name contains this
+  std::size_t bulk_threads = 8;  // inserting threads of the bulk workload
 };
 Config cfg;
 
@@ -136,7 +143,20 @@ struct RawDb {
     if (sqlite3_step(upsert) != SQLITE_DONE) throw std::runtime_error(sqlite3_errmsg(db));
     sqlite3_reset(upsert);
   }
+  // Upserts ops writes (cycling through d) in transactions of per_txn;
+  // returns writes per second.
+  double put_batched(const Data& d, std::size_t ops, std::size_t per_txn);
 };
+
+double RawDb::put_batched(const Data& d, std::size_t ops, std::size_t per_txn) {
+  const auto start = Clock::now();
+  for (std::size_t i = 0; i < ops; ++i) {
+    if (i % per_txn == 0) exec("BEGIN");
+    put(d.keys[i % d.keys.size()], d.values[i % d.keys.size()]);
+    if (i % per_txn == per_txn - 1 || i + 1 == ops) exec("COMMIT");
+  }
+  return static_cast<double>(ops) / seconds_since(start);
+}
 
 // ---- results ------------------------------------------------------------------
 
@@ -176,27 +196,21 @@ void bulk_writes(bool random) {
       Map map{pmap::SqliteBackend(fresh("bulk.db"))};
       const auto start = Clock::now();
       std::vector<std::thread> threads;
-      for (std::size_t t = 0; t < 8; ++t)
+      for (std::size_t t = 0; t < cfg.bulk_threads; ++t)
         threads.emplace_back([&, t] {
-          for (std::size_t i = t; i < d.keys.size(); i += 8) map.insert(d.keys[i], d.values[i]);
+          for (std::size_t i = t; i < d.keys.size(); i += cfg.bulk_threads)
+            map.insert(d.keys[i], d.values[i]);
         });
       for (auto& th : threads) th.join();
       map.flush().get();
       ours = std::max(ours, static_cast<double>(cfg.n) / seconds_since(start));
     }
-    {
-      RawDb db(fresh("raw.db"), "WAL");
-      const auto start = Clock::now();
-      for (std::size_t i = 0; i < d.keys.size(); ++i) {
-        if (i % 1000 == 0) db.exec("BEGIN");
-        db.put(d.keys[i], d.values[i]);
-        if (i % 1000 == 999 || i + 1 == d.keys.size()) db.exec("COMMIT");
-      }
-      raw = std::max(raw, static_cast<double>(cfg.n) / seconds_since(start));
-    }
+    RawDb db(fresh("raw.db"), "WAL");
+    raw = std::max(raw, db.put_batched(d, cfg.n, 1000));
   }
-  report({"bulk durable writes", random ? "8 threads, random" : "8 threads, sequential", "ops/s",
-          ours, raw, "raw SQLite, 1000 upserts/txn", ">= 0.8x", ""});
+  report({"bulk durable writes",
+          std::to_string(cfg.bulk_threads) + " threads, " + (random ? "random" : "sequential"),
+          "ops/s", ours, raw, "raw SQLite, 1000 upserts/txn", ">= 0.8x", ""});
 }
 
 // ---- 2. awaited durable writes ------------------------------------------------------
@@ -229,14 +243,8 @@ void awaited_writes() {
     for (const char* sync : {"FULL", "OFF"}) {
       RawDb db(fresh("ceiling.db"), "WAL");
       db.exec((std::string("PRAGMA synchronous=") + sync).c_str());
-      const auto start = Clock::now();
-      for (std::size_t i = 0; i < ceiling_ops; ++i) {
-        if (i % 64 == 0) db.exec("BEGIN");
-        db.put(d.keys[i % d.keys.size()], d.values[i % d.keys.size()]);
-        if (i % 64 == 63 || i + 1 == ceiling_ops) db.exec("COMMIT");
-      }
       double& best = std::strcmp(sync, "FULL") == 0 ? ceiling_full : ceiling_off;
-      best = std::max(best, static_cast<double>(ceiling_ops) / seconds_since(start));
+      best = std::max(best, db.put_batched(d, ceiling_ops, 64));
     }
   }
   for (std::size_t threads : {1, 8, 64}) {
@@ -450,27 +458,52 @@ long rss_bytes() {
   return pages_resident * sysconf(_SC_PAGESIZE);
 }
 
-// Runs f in a child process and returns its RSS growth per entry.
-double rss_per_entry_in_child(const std::function<void()>& f) {
+// Runs f in a child process; returns what f returned there, and whether the
+// child exited cleanly. A child starts from this process's heap as it is, so
+// run workloads from a process that has not run others.
+std::pair<std::string, bool> in_child(const std::function<std::string()>& f) {
   int fds[2];
-  if (pipe(fds) != 0) return 0;
+  if (pipe(fds) != 0) throw std::runtime_error("pipe failed");
+  std::fflush(stdout);
   const pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
     close(fds[0]);
+    std::string out;
+    try {
+      out = f();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "pmap_bench: %s\n", e.what());
+      _exit(1);
+    }
+    for (std::size_t done = 0; done < out.size();) {
+      const ssize_t n = write(fds[1], out.data() + done, out.size() - done);
+      if (n <= 0) _exit(1);
+      done += static_cast<std::size_t>(n);
+    }
+    _exit(0);
+  }
+  close(fds[1]);
+  std::string in;
+  char buf[4096];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;)
+    in.append(buf, static_cast<std::size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return {in, WIFEXITED(status) && WEXITSTATUS(status) == 0};
+}
+
+// Runs f in a child process and returns its RSS growth per entry.
+double rss_per_entry_in_child(const std::function<void()>& f) {
+  const auto [out, ok] = in_child([&] {
     malloc_trim(0);
     const long before = rss_bytes();
     f();
     malloc_trim(0);
-    const double per = static_cast<double>(rss_bytes() - before) / static_cast<double>(cfg.n);
-    if (write(fds[1], &per, sizeof per) != sizeof per) _exit(1);
-    _exit(0);
-  }
-  close(fds[1]);
-  double per = 0;
-  if (read(fds[0], &per, sizeof per) != sizeof per) per = 0;
-  close(fds[0]);
-  waitpid(pid, nullptr, 0);
-  return per;
+    return std::to_string(static_cast<double>(rss_bytes() - before) / static_cast<double>(cfg.n));
+  });
+  return ok ? std::stod(out) : 0;
 }
 
 // Stores nothing: the map's own memory is all that grows.
@@ -562,45 +595,21 @@ void csv_writes_and_load() {
 // Runs a workload in a child process, so that each starts from a fresh heap
 // rather than from what the previous workloads left (in one process, gets
 // after the write workloads ran at 0.65-1.3x a plain map instead of
-// 1.1-1.35x). Its rows come back through a pipe, one line each.
+// 1.1-1.35x). Its rows come back one line each.
 bool run_in_child(void (*run)()) {
-  int fds[2];
-  if (pipe(fds) != 0) throw std::runtime_error("pipe failed");
-  std::fflush(stdout);
-  const pid_t pid = fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    close(fds[0]);
+  const auto [out, ok] = in_child([run] {
     rows.clear();
-    try {
-      run();
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "pmap_bench: %s\n", e.what());
-      _exit(1);
-    }
-    std::string out;
+    run();
+    std::string text;
     char num[64];
     for (const Row& r : rows) {
-      out += r.workload + '\t' + r.variant + '\t' + r.unit + '\t';
+      text += r.workload + '\t' + r.variant + '\t' + r.unit + '\t';
       std::snprintf(num, sizeof num, "%.17g\t%.17g\t", r.ours, r.baseline);
-      out += num + r.baseline_name + '\t' + r.target + '\t' + r.extra + '\n';
+      text += num + r.baseline_name + '\t' + r.target + '\t' + r.extra + '\n';
     }
-    for (std::size_t done = 0; done < out.size();) {
-      const ssize_t n = write(fds[1], out.data() + done, out.size() - done);
-      if (n <= 0) _exit(1);
-      done += static_cast<std::size_t>(n);
-    }
-    _exit(0);
-  }
-  close(fds[1]);
-  std::string in;
-  char buf[4096];
-  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;)
-    in.append(buf, static_cast<std::size_t>(n));
-  close(fds[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  std::istringstream lines(in);
+    return text;
+  });
+  std::istringstream lines(out);
   for (std::string line; std::getline(lines, line);) {
     std::vector<std::string> f;
     std::istringstream fields(line);
@@ -608,7 +617,7 @@ bool run_in_child(void (*run)()) {
     f.resize(8);
     rows.push_back({f[0], f[1], f[2], std::stod(f[3]), std::stod(f[4]), f[5], f[6], f[7]});
   }
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  return ok;
 }
 
 int main(int argc, char** argv) try {
@@ -626,10 +635,14 @@ int main(int argc, char** argv) try {
       cfg.tsv = argv[++i];
     else if (a == "--only" && i + 1 < argc)
       cfg.only = argv[++i];
+    else if (a == "--threads" && i + 1 < argc)
+      cfg.bulk_threads = std::max<std::size_t>(std::stoul(argv[++i]), 1);
     else {
       std::fprintf(stderr,
-                   "usage: %s [--n N] [--reps R] [--quick] [--dir DIR] [--tsv FILE] [--only NAME]\n"
-                   "  NAME: part of bulk, awaited, reads, load, memory, csv\n",
+                   "usage: %s [--n N] [--reps R] [--quick] [--dir DIR] [--tsv FILE] [--only NAME]"
+                   " [--threads T]\n"
+                   "  NAME: part of bulk, awaited, reads, load, memory, csv\n"
+                   "  T: inserting threads of the bulk workload (default 8)\n",
                    argv[0]);
       return 2;
     }
