@@ -1,17 +1,19 @@
-// The Backend base and the URI registry: open_backend / register_backend.
+// The Backend base, the URI registry (open_backend / register_backend) and
+// redact_uri. Each built-in backend parses its own URI (builtin.hpp).
 //
 // Thread safety: the registry is a map under a mutex; a factory runs without
 // the mutex held, so a factory may itself call open_backend.
 
 #include "pmap/backend.hpp"
 
-#include <algorithm>
-#include <map>
-#include <mutex>
+#include <absl/base/thread_annotations.h>
+#include <absl/synchronization/mutex.h>
 
-#include "pmap/backends/csv.hpp"
-#include "pmap/backends/memory.hpp"
-#include "pmap/backends/sqlite.hpp"
+#include <algorithm>
+#include <cctype>
+#include <map>
+
+#include "backends/builtin.hpp"
 #include "pmap/error.hpp"
 
 namespace pmap {
@@ -21,65 +23,17 @@ Backend::~Backend() = default;
 namespace {
 
 struct Registry {
-  std::mutex mutex;
-  std::map<std::string, BackendFactory, std::less<>> factories;  // guarded by mutex
+  absl::Mutex mutex;
+  std::map<std::string, BackendFactory, std::less<>> factories ABSL_GUARDED_BY(mutex);
 };
-
-// "table=t&synchronous=normal" -> SqliteOptions; unknown parameters are errors.
-SqliteOptions parse_sqlite_query(std::string_view query, std::string_view uri) {
-  SqliteOptions options;
-  while (!query.empty()) {
-    const auto amp = query.find('&');
-    const std::string_view pair = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
-    const auto eq = pair.find('=');
-    const std::string_view name = pair.substr(0, eq);
-    const std::string_view value =
-        eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
-    if (name == "table") {
-      options.table = std::string(value);
-    } else if (name == "synchronous") {
-      if (value == "full") options.synchronous = Synchronous::full;
-      else if (value == "normal") options.synchronous = Synchronous::normal;
-      else if (value == "off") options.synchronous = Synchronous::off;
-      else
-        throw Error(Errc::invalid_argument, "URI " + std::string(uri) + ": synchronous=" +
-                                                std::string(value) +
-                                                " is not one of full, normal, off");
-    } else {
-      throw Error(Errc::invalid_argument,
-                  "URI " + std::string(uri) + ": unknown parameter \"" + std::string(name) +
-                      "\" (sqlite: takes table=NAME and synchronous=full|normal|off)");
-    }
-  }
-  return options;
-}
 
 Registry& registry() {
   static Registry* r = [] {
     auto* reg = new Registry;  // never destroyed: usable from static destructors
-    reg->factories["sqlite"] = [](std::string_view rest) -> std::unique_ptr<Backend> {
-      const auto q = rest.find('?');
-      const std::string path(rest.substr(0, q));
-      if (path.empty())
-        throw Error(Errc::invalid_argument, "URI sqlite: needs a path, e.g. sqlite:app.db");
-      SqliteOptions options = q == std::string_view::npos
-                                  ? SqliteOptions{}
-                                  : parse_sqlite_query(rest.substr(q + 1),
-                                                       "sqlite:" + std::string(rest));
-      return std::make_unique<SqliteBackend>(path, std::move(options));
-    };
-    reg->factories["csv"] = [](std::string_view rest) -> std::unique_ptr<Backend> {
-      if (rest.empty())
-        throw Error(Errc::invalid_argument, "URI csv: needs a path, e.g. csv:data.csv");
-      return std::make_unique<CsvBackend>(std::string(rest));
-    };
-    reg->factories["memory"] = [](std::string_view rest) -> std::unique_ptr<Backend> {
-      if (!rest.empty())
-        throw Error(Errc::invalid_argument,
-                    "URI memory:" + std::string(rest) + ": memory: takes nothing after the colon");
-      return std::make_unique<MemoryBackend>();
-    };
+    absl::MutexLock lock(&reg->mutex);
+    reg->factories["sqlite"] = detail::open_sqlite_uri;
+    reg->factories["csv"] = detail::open_csv_uri;
+    reg->factories["memory"] = detail::open_memory_uri;
     return reg;
   }();
   return *r;
@@ -98,25 +52,85 @@ std::string known_schemes() {
   return out;
 }
 
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
 }  // namespace
+
+namespace detail {
+
+std::vector<QueryParam> parse_query(std::string_view query) {
+  std::vector<QueryParam> out;
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    const auto eq = pair.find('=');
+    if (eq == std::string_view::npos)
+      out.push_back({pair, {}, false});
+    else
+      out.push_back({pair.substr(0, eq), pair.substr(eq + 1), true});
+  }
+  return out;
+}
+
+}  // namespace detail
+
+std::string redact_uri(std::string_view uri) {
+  constexpr std::string_view kHidden = "***";
+  std::string out(uri);
+  // The password of "scheme://user:password@host...": the user-info part
+  // ends at the last '@' before the path, query or fragment.
+  const auto scheme_end = out.find("://");
+  if (scheme_end != std::string::npos) {
+    const std::size_t start = scheme_end + 3;
+    const std::size_t end = std::min(out.find_first_of("/?#", start), out.size());
+    const std::size_t at = out.rfind('@', end == 0 ? 0 : end - 1);
+    if (at != std::string::npos && at >= start) {
+      const std::size_t colon = out.find(':', start);
+      if (colon != std::string::npos && colon < at) out.replace(colon + 1, at - colon - 1, kHidden);
+    }
+  }
+  // "password=..." in the query (libpq takes it there too).
+  const auto query = out.find('?');
+  if (query != std::string::npos) {
+    std::string rebuilt = out.substr(0, query + 1);
+    bool first = true;
+    for (const auto& p : detail::parse_query(std::string_view(out).substr(query + 1))) {
+      if (!first) rebuilt += '&';
+      first = false;
+      rebuilt += p.name;
+      if (p.has_value) {
+        rebuilt += '=';
+        rebuilt += iequals(p.name, "password") ? kHidden : p.value;
+      }
+    }
+    out = std::move(rebuilt);
+  }
+  return out;
+}
 
 std::unique_ptr<Backend> open_backend(std::string_view uri) {
   const auto colon = uri.find(':');
   if (colon == std::string_view::npos || !valid_scheme(uri.substr(0, colon)))
     throw Error(Errc::invalid_argument,
-                "\"" + std::string(uri) + "\" is not a backend URI (scheme:rest); known schemes: " +
-                    known_schemes() + " — e.g. sqlite:" + std::string(uri));
+                "\"" + redact_uri(uri) + "\" is not a backend URI (scheme:rest); known schemes: " +
+                    known_schemes() + " — e.g. sqlite:" + redact_uri(uri));
   const std::string_view scheme = uri.substr(0, colon);
   BackendFactory factory;
   {
     Registry& r = registry();
-    std::lock_guard lock(r.mutex);
+    absl::MutexLock lock(&r.mutex);
     auto it = r.factories.find(scheme);
     if (it != r.factories.end()) factory = it->second;
   }
   if (!factory)
     throw Error(Errc::invalid_argument, "unknown backend scheme \"" + std::string(scheme) +
-                                            "\" in URI \"" + std::string(uri) +
+                                            "\" in URI \"" + redact_uri(uri) +
                                             "\"; known schemes: " + known_schemes());
   auto backend = factory(uri.substr(colon + 1));
   if (!backend)
@@ -131,15 +145,16 @@ void register_backend(std::string scheme, BackendFactory factory) {
                 "backend scheme \"" + scheme +
                     "\" is not allowed: use a letter, then letters, digits, '+', '-', '.'");
   if (!factory)
-    throw Error(Errc::invalid_argument, "register_backend(\"" + scheme + "\"): the factory is empty");
+    throw Error(Errc::invalid_argument,
+                "register_backend(\"" + scheme + "\"): the factory is empty");
   Registry& r = registry();
-  std::lock_guard lock(r.mutex);
+  absl::MutexLock lock(&r.mutex);
   r.factories[std::move(scheme)] = std::move(factory);
 }
 
 std::vector<std::string> registered_backends() {
   Registry& r = registry();
-  std::lock_guard lock(r.mutex);
+  absl::MutexLock lock(&r.mutex);
   std::vector<std::string> out;
   for (const auto& [scheme, factory] : r.factories) out.push_back(scheme);
   return out;

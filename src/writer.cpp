@@ -1,66 +1,95 @@
-// The writer: group commit and fan-out. See pmap/detail/writer.hpp.
+// The writer: group commit, durability and fan-out. See writer.hpp.
 //
-// The loop, in one sentence: wait for the queue to be non-empty, take the
-// longest run of writes at its front that fits a group (never splitting an
-// apply() batch), commit them in one Backend::write, repair the cache if that
-// failed, complete the group's futures, then give the room back to producers.
-// flush and close markers are handled alone, in queue order.
+// The writer thread's loop, in one sentence: wait for the queue to be
+// non-empty, take the longest run of writes at its front that fits a group
+// (never splitting an apply() batch), commit it with one Backend::commit,
+// repair the cache if that failed, and hand the group to the sync thread.
+// The sync thread's loop: take every group handed over, sync once if any
+// needs it, complete every future with its status, give the room back.
+// flush and close markers travel the same way, in queue order.
 
-#include "pmap/detail/writer.hpp"
+#include "writer.hpp"
 
 #include <algorithm>
 #include <unordered_set>
 
+#include "errors.hpp"
+
 namespace pmap::detail {
 
-std::exception_ptr as_pmap_error(std::exception_ptr error, const std::string& where) {
-  try {
-    std::rethrow_exception(error);
-  } catch (const Error&) {
-    return error;
-  } catch (const std::exception& e) {
-    return std::make_exception_ptr(Error(Errc::backend, where + ": " + e.what()));
-  } catch (...) {
-    return std::make_exception_ptr(
-        Error(Errc::backend, where + ": the backend threw a non-std exception"));
-  }
+// ---------------------------------------------------------------- Store
+
+Store::Store(std::unique_ptr<Backend> backend, const Options& options, Repair repair)
+    : completion_(std::make_shared<Completion>(options.executor, options.on_error)),
+      writer_(
+          std::make_unique<Writer>(std::move(backend), completion_, options, std::move(repair))) {}
+
+Store::~Store() {
+  writer_.reset();  // commits what was accepted and ends the writer's threads
+  completion_->stop();
 }
 
+Store::Ticket::~Ticket() {
+  if (writer_) writer_->unreserve(count_);
+}
+
+Store::Ticket Store::reserve(std::size_t n) { return writer_->reserve(n); }
+std::uint64_t Store::push(Ticket& ticket, Write write, std::shared_ptr<StateBase> done) {
+  return writer_->push(ticket, std::move(write), std::move(done));
+}
+std::uint64_t Store::push(Ticket& ticket, std::vector<Write> writes,
+                          std::shared_ptr<StateBase> done) {
+  return writer_->push(ticket, std::move(writes), std::move(done));
+}
+void Store::flush(std::shared_ptr<StateBase> done) { writer_->flush(std::move(done)); }
+void Store::close(std::shared_ptr<StateBase> done, CloseReport report) {
+  writer_->close(std::move(done), report);
+}
+std::uint64_t Store::settled() const noexcept { return writer_->settled(); }
+Backend* Store::backend() const { return writer_->backend(); }
+const std::string& Store::description() const noexcept { return writer_->description(); }
+
+// ---------------------------------------------------------------- Writer
+
 Writer::Writer(std::unique_ptr<Backend> backend, std::shared_ptr<Completion> completion,
-               const Options& options, CacheRepair& repair)
+               const Options& options, Store::Repair repair)
     : backend_(std::move(backend)),
       description_(backend_->describe()),
       completion_(std::move(completion)),
-      repair_(repair),
+      repair_(std::move(repair)),
       max_pending_(std::max<std::size_t>(options.max_pending_writes, 1)),
       max_group_writes_(std::max<std::size_t>(options.max_group_writes, 1)),
-      max_group_bytes_(std::max<std::size_t>(options.max_group_bytes, 1)) {
+      max_group_bytes_(std::max<std::size_t>(options.max_group_bytes, 1)),
+      open_backend_(backend_.get()) {
   // Capacity up front, so that a push never grows the queue under its mutex
   // (copying it, and touching fresh pages there) in steady state.
   const std::size_t items = std::min(max_pending_, kReservedItems);
-  queue_.reserve(items);
+  {
+    absl::MutexLock lock(&mu_);
+    queue_.reserve(items);
+  }
   taken_.reserve(items);
   writes_.reserve(std::min(max_group_writes_, items));
-  deferred_ = dynamic_cast<DeferredSync*>(backend_.get());
-  if (deferred_ && !deferred_->defers_sync()) deferred_ = nullptr;
-  if (deferred_) sync_thread_ = std::thread([this] { run_sync(); });
+  sync_thread_ = std::thread([this] { run_sync(); });
   thread_ = std::thread([this] { run(); });
 }
 
 Writer::~Writer() {
   auto done = std::make_shared<State<void>>(completion_);
-  close(done, /*like_flush=*/false);
-  join();
-  done->release();  // an unobserved failure of the final commit goes to on_error
+  close(done, Store::CloseReport::own_failures_only);
+  thread_.join();   // the writer thread joins the sync thread when it closes
+  done->release();  // an unobserved failure of the final flush goes to on_error
 }
 
-Writer::Ticket Writer::reserve(std::size_t n) {
+Store::Ticket Writer::reserve(std::size_t n) {
   // An operation larger than the whole queue is admitted alone, once the
   // queue has drained: memory stays bounded, and nothing waits forever.
   auto fits = [&](std::size_t pending) { return pending + n <= max_pending_ || pending == 0; };
+  const auto closed = [&] {
+    return Error(Errc::closed, "cannot write to " + description_ + ": the map is closed");
+  };
   for (;;) {
-    if (closing_.load())
-      throw Error(Errc::closed, "cannot write to " + description_ + ": the map is closed");
+    if (closing_.load()) throw closed();
     std::size_t pending = pending_.load(std::memory_order_relaxed);
     while (fits(pending)) {
       // relaxed: pending_ is a counter; the ticket handshake below is seq_cst.
@@ -68,15 +97,15 @@ Writer::Ticket Writer::reserve(std::size_t n) {
         tickets_.fetch_add(n);
         if (closing_.load()) {  // close() began: it may not have seen our ticket
           unreserve(n);
-          throw Error(Errc::closed, "cannot write to " + description_ + ": the map is closed");
+          throw closed();
         }
-        return Ticket(this, n);
+        return Store::Ticket(this, n);
       }
     }
-    // Back-pressure: wait for the writer to commit something.
-    std::unique_lock lock(mu_);
+    // Back-pressure: wait for the sync thread to complete something.
+    absl::MutexLock lock(&mu_);
     ++room_waiters_;
-    room_cv_.wait(lock, [&] { return closing_.load() || fits(pending_.load()); });
+    while (!closing_.load() && !fits(pending_.load())) room_cv_.Wait(&mu_);
     --room_waiters_;
   }
 }
@@ -90,50 +119,55 @@ void Writer::unreserve(std::size_t n) noexcept {
 void Writer::wake_room_waiters() noexcept {
   if (room_waiters_.load() == 0 && !closing_.load()) return;
   {
-    std::lock_guard lock(mu_);  // a waiter between its check and its sleep holds mu_
+    absl::MutexLock lock(&mu_);  // a waiter between its check and its sleep holds mu_
   }
-  room_cv_.notify_all();
+  room_cv_.SignalAll();
 }
 
-void Writer::push(Ticket& ticket, Write write, std::shared_ptr<StateBase> done) {
-  enqueue(ticket, 1, [&] {
-    queue_.push_back(Item{Item::Kind::write, true, std::move(write), std::move(done)});
+Seq Writer::push(Store::Ticket& ticket, Write write, std::shared_ptr<StateBase> done) {
+  return enqueue(ticket, 1, [&](Seq seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    queue_.push_back(Item{Item::Kind::write, true, std::move(write), seq, std::move(done)});
   });
 }
 
-void Writer::push(Ticket& ticket, std::vector<Write> writes, std::shared_ptr<StateBase> done) {
-  enqueue(ticket, writes.size(), [&] {
+Seq Writer::push(Store::Ticket& ticket, std::vector<Write> writes,
+                 std::shared_ptr<StateBase> done) {
+  return enqueue(ticket, writes.size(), [&](Seq seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     for (std::size_t i = 0; i < writes.size(); ++i) {
       const bool last = i + 1 == writes.size();
-      queue_.push_back(
-          Item{Item::Kind::write, last, std::move(writes[i]), last ? std::move(done) : nullptr});
+      queue_.push_back(Item{Item::Kind::write, last, std::move(writes[i]), seq,
+                            last ? std::move(done) : nullptr});
     }
   });
 }
 
 template <class Append>
-void Writer::enqueue(Ticket& ticket, std::size_t used, Append append) {
+Seq Writer::enqueue(Store::Ticket& ticket, std::size_t used, Append append) {
   bool wake, closing;
+  Seq seq;
   {
-    std::lock_guard lock(mu_);
+    absl::MutexLock lock(&mu_);
     wake = queue_.empty();
-    append();
+    seq = last_seq_ + 1;
+    append(seq);  // may throw (allocation): nothing is queued then
+    last_seq_ = seq;
     tickets_.fetch_sub(ticket.count_);
     if (ticket.count_ > used) pending_.fetch_sub(ticket.count_ - used);  // unused room goes back
     ticket.writer_ = nullptr;
     closing = closing_.load();
   }
-  if (wake) work_cv_.notify_one();
-  if (closing) room_cv_.notify_all();  // close() waits for outstanding tickets
+  if (wake) work_cv_.Signal();
+  if (closing) room_cv_.SignalAll();  // close() waits for outstanding tickets
+  return seq;
 }
 
-void Writer::push_flush(std::shared_ptr<StateBase> done) {
+void Writer::flush(std::shared_ptr<StateBase> done) {
   {
-    std::lock_guard lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (!closing_) {
       const bool wake = queue_.empty();
-      queue_.push_back(Item{Item::Kind::flush, true, {}, std::move(done)});
-      if (wake) work_cv_.notify_one();
+      queue_.push_back(Item{Item::Kind::flush, true, {}, 0, std::move(done)});
+      if (wake) work_cv_.Signal();
       return;
     }
   }
@@ -141,43 +175,41 @@ void Writer::push_flush(std::shared_ptr<StateBase> done) {
       Error(Errc::closed, "cannot flush " + description_ + ": the map is closed")));
 }
 
-void Writer::close(std::shared_ptr<StateBase> done, bool like_flush) {
-  std::unique_lock lock(mu_);
-  if (closed_) {
-    lock.unlock();
-    done->complete(nullptr);
-    return;
+void Writer::close(std::shared_ptr<StateBase> done, Store::CloseReport report) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!closed_ && closing_) {
+      close_waiters_.push_back(std::move(done));
+      return;
+    }
+    if (!closed_) {
+      closing_.store(true);
+      room_cv_.SignalAll();  // writers waiting for room now fail with Errc::closed
+      // A write that holds a ticket has already changed the cache: let it queue.
+      while (tickets_.load() != 0) room_cv_.Wait(&mu_);
+      const bool wake = queue_.empty();
+      queue_.push_back(Item{Item::Kind::close,
+                            report == Store::CloseReport::earlier_failures,
+                            {},
+                            0,
+                            std::move(done)});
+      if (wake) work_cv_.Signal();
+      return;
+    }
   }
-  if (closing_) {
-    close_waiters_.push_back(std::move(done));
-    return;
-  }
-  closing_.store(true);
-  room_cv_.notify_all();  // writers waiting for room now fail with Errc::closed
-  // A write that holds a ticket has already changed the cache: let it queue.
-  room_cv_.wait(lock, [&] { return tickets_.load() == 0; });
-  const bool wake = queue_.empty();
-  queue_.push_back(Item{Item::Kind::close, like_flush, {}, std::move(done)});
-  if (wake) work_cv_.notify_one();
+  done->complete(nullptr);  // closed already
 }
 
-void Writer::join() {
-  if (thread_.joinable()) thread_.join();
-  stop_sync();  // already stopped by the writer thread's close, unless that never ran
+Backend* Writer::backend() const {
+  absl::MutexLock lock(&mu_);
+  return open_backend_;
 }
 
-void Writer::for_each_queued(const std::function<void(const Write&)>& fn) const {
-  // taken_ beyond next_ is the writer thread's own (this runs on it).
-  for (std::size_t i = next_; i < taken_.size(); ++i)
-    if (taken_[i].kind == Item::Kind::write) fn(taken_[i].write);
-  std::lock_guard lock(mu_);
-  for (const Item& item : queue_)
-    if (item.kind == Item::Kind::write) fn(item.write);
-}
+// ---------------------------------------------------------------- writer thread
 
 void Writer::take_queue() {
-  std::unique_lock lock(mu_);
-  work_cv_.wait(lock, [&] { return !queue_.empty() || next_ < taken_.size(); });
+  absl::MutexLock lock(&mu_);
+  while (queue_.empty() && next_ == taken_.size()) work_cv_.Wait(&mu_);
   if (next_ == taken_.size()) {
     // The common case: everything taken before is done. Swapping keeps both
     // vectors' capacity, so the queue allocates nothing in steady state.
@@ -202,12 +234,19 @@ void Writer::run() noexcept {
     Item& first = taken_[next_];
     if (first.kind == Item::Kind::flush) {
       ++next_;
-      finish_flush(first.done, false, true);
+      Committed flush;
+      try {
+        backend_->flush();
+      } catch (...) {
+        flush.error = to_error_ptr(std::current_exception(), description_);
+      }
+      flush.done.push_back(std::move(first.done));
+      hand_over(std::move(flush));
       continue;
     }
     if (first.kind == Item::Kind::close) {
       ++next_;
-      finish_flush(first.done, true, first.last);
+      close_now(first);
       return;
     }
     // The longest run of writes that fits a group, never splitting an apply().
@@ -221,7 +260,7 @@ void Writer::run() noexcept {
       ++end;
     }
     const std::span<Item> group(taken_.data() + next_, end - next_);
-    next_ = end;  // from here on, for_each_queued sees only what follows the group
+    next_ = end;
     commit_group(group);
   }
 }
@@ -229,179 +268,152 @@ void Writer::run() noexcept {
 void Writer::commit_group(std::span<Item> group) {
   writes_.clear();
   for (Item& item : group) writes_.push_back(std::move(item.write));
-  std::exception_ptr error;
+  Committed entry;
+  entry.writes = group.size();
   try {
-    if (deferred_)
-      deferred_->commit(writes_);
-    else
-      backend_->write(writes_);
+    if (poisoned_.load(std::memory_order_acquire)) std::rethrow_exception(poison());
+    entry.needs_sync = backend_->commit(writes_) == Durability::later;
   } catch (...) {
-    error = as_pmap_error(std::current_exception(), description_);
+    entry.error = to_error_ptr(std::current_exception(), description_);
   }
-  if (error) {
-    // Before any future of the group completes, the cache must show what
-    // the backend holds.
-    repair_after(writes_);
-    if (!latched_) latched_ = error;
-  } else if (deferred_) {
-    if (sync_here(group)) return;
-    Synced entry;
-    entry.writes = group.size();
-    for (Item& item : group)
-      if (item.done) entry.done.push_back(std::move(item.done));
-    enqueue_sync(std::move(entry));
-    return;
-  }
-  finish_group(group, error);
-}
-
-void Writer::finish_group(std::span<Item> group, const std::exception_ptr& error) {
+  const Seq through = group.back().seq;
+  // Before any future of the group completes, the cache must show what
+  // the store holds.
+  if (entry.error) repair(writes_, through);
+  settled_.store(through, std::memory_order_release);
   for (Item& item : group)
-    if (item.done) item.done->complete(error);
-  pending_.fetch_sub(group.size());
-  wake_room_waiters();
+    if (item.done) entry.done.push_back(std::move(item.done));
+  hand_over(std::move(entry));
 }
 
-bool Writer::sync_here(std::span<Item> group) {
-  // Nothing else to commit: a hop to the sync thread would only add a
-  // thread wake-up to this group's latency.
-  if (pending_.load() != group.size()) return false;
-  {
-    std::lock_guard lock(sync_mu_);
-    // Only this thread queues entries: an idle sync thread stays idle.
-    if (!sync_queue_.empty() || sync_busy_) return false;
-  }
-  finish_group(group, sync_backend());
-  return true;
-}
-
-std::exception_ptr Writer::sync_backend() noexcept {
+void Writer::repair(std::span<const Write> writes, Seq through) noexcept {
+  Restore restore;
+  restore.through = through;
+  restore.full = std::any_of(writes.begin(), writes.end(),
+                             [](const Write& w) { return w.op == Write::Op::clear; });
   try {
-    deferred_->sync();
-    return nullptr;
-  } catch (...) {
-    auto error = as_pmap_error(std::current_exception(), description_);
-    if (!sync_latched_) sync_latched_ = error;
-    return error;
-  }
-}
-
-void Writer::enqueue_sync(Synced entry) {
-  {
-    std::lock_guard lock(sync_mu_);
-    sync_queue_.push_back(std::move(entry));
-  }
-  sync_cv_.notify_one();
-}
-
-void Writer::run_sync() noexcept {
-  std::vector<Synced> batch;
-  for (;;) {
-    {
-      std::unique_lock lock(sync_mu_);
-      sync_busy_ = false;  // idle while it waits: the writer may sync a lone group itself
-      sync_cv_.wait(lock, [&] { return !sync_queue_.empty() || sync_stop_; });
-      if (sync_queue_.empty()) return;  // stopped, and everything is done
-      batch.swap(sync_queue_);
-      sync_busy_ = true;
-    }
-    // One fsync covers every group in the batch: each was committed before
-    // it was queued. A flush alone needs none: what came before it was
-    // synced in an earlier round.
-    const bool writes =
-        std::any_of(batch.begin(), batch.end(), [](const Synced& e) { return e.writes > 0; });
-    const std::exception_ptr error = writes ? sync_backend() : nullptr;
-    std::size_t done_writes = 0;
-    for (Synced& entry : batch) {
-      if (entry.flush) {
-        std::exception_ptr result = entry.flush_error ? entry.flush_error : sync_latched_;
-        sync_latched_ = nullptr;
-        entry.done.front()->complete(result);
-      } else {
-        for (auto& state : entry.done) state->complete(error);
-        done_writes += entry.writes;
-      }
-    }
-    batch.clear();
-    pending_.fetch_sub(done_writes);
-    wake_room_waiters();
-  }
-}
-
-void Writer::stop_sync() noexcept {
-  if (!sync_thread_.joinable()) return;
-  {
-    std::lock_guard lock(sync_mu_);
-    sync_stop_ = true;
-  }
-  sync_cv_.notify_one();
-  sync_thread_.join();
-}
-
-void Writer::repair_after(std::span<const Write> writes) noexcept {
-  const bool all = std::any_of(writes.begin(), writes.end(),
-                               [](const Write& w) { return w.op == Write::Op::clear; });
-  std::vector<StoredEntry> entries;
-  try {
-    if (all) {
+    if (restore.full) {
       backend_->scan([&](std::string_view key, std::string_view value) {
-        entries.push_back(StoredEntry{std::string(key), std::string(value)});
+        restore.entries.emplace_back(std::string(key), std::string(value));
       });
     } else {
       std::unordered_set<std::string_view> seen;
       for (const Write& w : writes)
-        if (seen.insert(w.key).second) entries.push_back(StoredEntry{w.key, backend_->get(w.key)});
+        if (seen.insert(w.key).second) restore.entries.emplace_back(w.key, backend_->get(w.key));
     }
-  } catch (const std::exception& e) {
-    completion_->report(Error(
-        Errc::backend, "after a failed commit, " + description_ + " could not be read back (" +
-                           e.what() + "); the map's cache may now differ from it: reopen the map"));
-    return;
   } catch (...) {
-    completion_->report(Error(Errc::backend, "after a failed commit, " + description_ +
-                                                 " could not be read back; reopen the map"));
+    const Error e = to_error(std::current_exception(), description_);
+    completion_->report(Error(e.code(), "after a failed commit, " + description_ +
+                                            " could not be read back (" + e.what() +
+                                            "); the map's cache may now differ from it: "
+                                            "reopen the map"));
     return;
   }
-  repair_.restore(*this, entries, all);
+  try {
+    repair_(std::move(restore));
+  } catch (...) {
+    completion_->report(to_error(std::current_exception(), description_));
+  }
 }
 
-void Writer::finish_flush(std::shared_ptr<StateBase>& done, bool release_backend,
-                          bool report_latched) noexcept {
-  // Closing: every commit synced and its future completed first.
-  if (release_backend) stop_sync();
+void Writer::close_now(Item& item) noexcept {
   std::exception_ptr error;
   try {
     backend_->flush();
   } catch (...) {
-    error = as_pmap_error(std::current_exception(), description_);
+    error = to_error_ptr(std::current_exception(), description_);
   }
-  std::exception_ptr latched = latched_;
-  latched_ = nullptr;
-  if (release_backend && !latched) latched = sync_latched_;  // the sync thread has ended
-  std::exception_ptr result = latched && report_latched ? latched : error;
-  if (!release_backend) {
-    if (deferred_) {
-      // Completes once what was committed before it is synced (failing if
-      // one of those syncs failed since the previous flush).
-      Synced entry;
-      entry.flush = true;
-      entry.flush_error = result;
-      entry.done.push_back(std::move(done));
-      enqueue_sync(std::move(entry));
-      return;
-    }
-    done->complete(result);
-    return;
+  {
+    absl::MutexLock lock(&sync_mu_);
+    sync_stop_ = true;
+  }
+  sync_cv_.Signal();
+  sync_thread_.join();  // every group before the close is completed
+  // Like a flush: what failed since the last flush, else its own failure,
+  // else the failed sync that poisoned the map.
+  const bool earlier_failures = item.last;
+  std::exception_ptr result = error;
+  if (earlier_failures) {
+    if (latched_) result = latched_;
+    if (!result) result = poison();
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    open_backend_ = nullptr;
   }
   backend_.reset();  // the backend's destructor releases its file and lock
   std::vector<std::shared_ptr<StateBase>> waiters;
   {
-    std::lock_guard lock(mu_);
+    absl::MutexLock lock(&mu_);
     closed_ = true;
     waiters.swap(close_waiters_);
   }
-  done->complete(result);
+  item.done->complete(result);
   for (auto& waiter : waiters) waiter->complete(nullptr);
+}
+
+// ---------------------------------------------------------------- sync thread
+
+void Writer::hand_over(Committed entry) {
+  {
+    absl::MutexLock lock(&sync_mu_);
+    handed_.push_back(std::move(entry));
+  }
+  sync_cv_.Signal();
+}
+
+std::exception_ptr Writer::poison() const {
+  absl::MutexLock lock(&sync_mu_);
+  return poison_;
+}
+
+void Writer::run_sync() noexcept {
+  std::vector<Committed> round;
+  for (;;) {
+    {
+      absl::MutexLock lock(&sync_mu_);
+      while (handed_.empty() && !sync_stop_) sync_cv_.Wait(&sync_mu_);
+      if (handed_.empty()) return;  // stopped, and everything is done
+      round.swap(handed_);
+    }
+    // One sync covers every group of the round: each was committed before
+    // it was handed over.
+    const bool needs_sync =
+        std::any_of(round.begin(), round.end(), [](const Committed& e) { return e.needs_sync; });
+    std::exception_ptr poison;
+    if (needs_sync) {
+      try {
+        backend_->sync();
+      } catch (...) {
+        const Error e = to_error(std::current_exception(), description_);
+        absl::MutexLock lock(&sync_mu_);
+        if (!poison_)
+          poison_ = std::make_exception_ptr(
+              Error(Errc::io, std::string(e.what()) +
+                                  "; what the disk holds is now unknown, so this map refuses "
+                                  "every write until it is reopened (reads keep working)"));
+        poisoned_.store(true, std::memory_order_release);
+      }
+    }
+    if (poisoned_.load(std::memory_order_acquire)) poison = this->poison();
+    // One status per entry, fanned out in this one loop.
+    std::size_t completed_writes = 0;
+    for (Committed& entry : round) {
+      if (entry.writes > 0) {
+        const std::exception_ptr status = entry.error ? entry.error : poison;
+        if (status && !latched_) latched_ = status;
+        for (auto& done : entry.done) done->complete(status);
+        completed_writes += entry.writes;
+      } else {  // a flush: what failed since the previous one, else its own failure
+        std::exception_ptr status = latched_ ? latched_ : entry.error ? entry.error : poison;
+        latched_ = nullptr;
+        entry.done.front()->complete(status);
+      }
+    }
+    round.clear();
+    pending_.fetch_sub(completed_writes);
+    wake_room_waiters();
+  }
 }
 
 }  // namespace pmap::detail

@@ -4,12 +4,22 @@
 // template per key and value type), so writing one is an afternoon's work:
 // implement scan, get, write and describe; flush if "durable" needs an extra
 // step. The map encodes keys and values with pmap::Codec before they get here.
+// Everything below those five members is optional: each has a default that a
+// backend written against the five alone keeps, unchanged.
 //
-// Thread safety: a map calls its backend from one thread at a time (loading on
-// the constructing thread, then only from its writer thread), so a backend
-// needs no locking of its own unless it is shared outside the map. Backends
-// may throw anything; the map reports a pmap::Error unchanged and wraps any
-// other exception as Errc::backend, keeping its message.
+// Thread safety: a map calls its backend from one thread at a time — scan()
+// on the thread that constructs the map, then scan(), get(), write(),
+// commit() and flush() only from the map's writer thread — so a backend
+// needs no locking of its own for those. The one exception is sync(), which
+// the map's sync thread calls while the writer thread may be inside any other
+// member; a backend that overrides commit() to defer its fsync must make
+// sync() safe beside them (the SQLite backend fsyncs a file descriptor of its
+// own). A reader session from open_reader() is a separate object, used from
+// another thread beside its parent.
+//
+// Errors: backends may throw anything; the map reports a pmap::Error
+// unchanged and wraps any other exception as Errc::backend, keeping its
+// message.
 #pragma once
 
 #include <functional>
@@ -34,6 +44,12 @@ struct Write {
 // during the call.
 using ScanSink = std::function<void(std::string_view key, std::string_view value)>;
 
+// What Backend::commit() promises about the batch it committed.
+enum class Durability {
+  now,    // durable as the backend's settings promise (write() has returned)
+  later,  // committed and visible, durable once a later sync() returns
+};
+
 class Backend {
  public:
   virtual ~Backend();
@@ -57,7 +73,43 @@ class Backend {
   virtual void flush() {}
 
   // Where the data lives, as a URI: "sqlite:/abs/path.db#table", "csv:/abs/f.csv".
+  // It never contains a password.
   virtual std::string describe() const = 0;
+
+  // ---- Optional members; the defaults suit a backend with the five above.
+
+  // What the map's writer calls to commit a group of writes: write() with
+  // the fsync left for later, so that one group's fsync overlaps the next
+  // group's commit. Like write(), atomic: a return means committed (visible
+  // to get() and scan()), a throw means none of it. Returning
+  // Durability::later means "durable once sync() returns": the map completes
+  // the group's futures only after a sync() that began after this return.
+  // A backend that loses its connection in the middle of a commit finds out
+  // whether the batch committed before it returns (committed) or throws (not
+  // committed): the map never sends a batch twice.
+  // Called on the writer thread. Default: write(batch), Durability::now.
+  virtual Durability commit(std::span<const Write> batch) {
+    write(batch);
+    return Durability::now;
+  }
+
+  // Makes every commit() that returned Durability::later before this call
+  // durable (one fsync for all of them). Called on the map's sync thread,
+  // possibly while the writer thread is inside another member. A throw means
+  // the state of the disk is unknown (the kernel may have dropped the pages
+  // that failed): the map fails the writes the sync covered and every later
+  // write, until it is reopened. Default: nothing to do.
+  virtual void sync() {}
+
+  // A second session on the same store, for reading beside the map's writer
+  // (a read-only opener, a watcher, reads that bypass the cache): its scan()
+  // and get() may run on another thread while this backend commits, and see
+  // every commit that returned before they began. It takes no lock that
+  // would keep another opener out, and its write() and commit() throw
+  // Errc::invalid_argument. It must not outlive this backend. Called on the
+  // writer thread, or before the map is opened. nullptr: this backend has no
+  // such session (the default).
+  virtual std::unique_ptr<Backend> open_reader() { return nullptr; }
 };
 
 // Makes a backend from the part of a URI after "scheme:".
@@ -69,7 +121,8 @@ using BackendFactory = std::function<std::unique_ptr<Backend>(std::string_view r
 //   memory:
 // plus any scheme added with register_backend.
 // Errors: Errc::invalid_argument for a malformed URI or unknown scheme (the
-// message lists the known ones); whatever the backend's constructor throws.
+// message lists the known ones, and shows the URI with any password in it
+// replaced by "***"); whatever the backend's constructor throws.
 std::unique_ptr<Backend> open_backend(std::string_view uri);
 
 // Adds (or replaces) the factory for a scheme, e.g. "redis". Scheme names are
@@ -79,5 +132,12 @@ void register_backend(std::string scheme, BackendFactory factory);
 
 // The schemes open_backend knows, sorted.
 std::vector<std::string> registered_backends();
+
+// uri with its password replaced by "***": the password of a user-info part
+// ("postgres://user:secret@host" -> "postgres://user:***@host",
+// "redis://:secret@host" -> "redis://:***@host") and the value of a
+// "password=" query parameter. What every message of the library shows of a
+// URI; use it for your own logs too.
+std::string redact_uri(std::string_view uri);
 
 }  // namespace pmap

@@ -156,17 +156,7 @@ class StateBase {
   const std::shared_ptr<Completion>& completion_ptr() const noexcept { return completion_; }
 
  private:
-  void report() noexcept {
-    try {
-      std::rethrow_exception(error_);
-    } catch (const Error& e) {
-      completion_->report(e);
-    } catch (const std::exception& e) {
-      completion_->report(Error(Errc::backend, e.what()));
-    } catch (...) {
-      completion_->report(Error(Errc::backend, "unknown exception"));
-    }
-  }
+  void report() noexcept { completion_->report(error_, "a write failed", Errc::backend); }
 
   // A thread is about to sleep on this state's parking lot (lot.mu held).
   void park() const noexcept { flags_.fetch_or(kParked, std::memory_order_seq_cst); }
@@ -255,16 +245,11 @@ class Future {
         std::shared_ptr<detail::Completion> completion = state->completion_ptr();
         try {
           fn(Future<T>(std::move(state)));
-        } catch (const Error& e) {
+        } catch (...) {
           // A continuation that throws has nobody to throw to; say so rather
           // than lose it.
-          completion->report(e);
-        } catch (const std::exception& e) {
-          completion->report(Error(Errc::invalid_argument,
-                                   std::string("a Future::then continuation threw: ") + e.what()));
-        } catch (...) {
-          completion->report(Error(Errc::invalid_argument,
-                                   "a Future::then continuation threw a non-std exception"));
+          completion->report(std::current_exception(), "a Future::then continuation threw",
+                             Errc::invalid_argument);
         }
       }
       F fn;

@@ -1,9 +1,10 @@
 // pmap/options.hpp — how a map runs: where user code runs, where unobserved
 // errors go, and how much may wait for the disk.
 //
-// Thread safety: an Options value is copied into the map at construction; the
-// functions it holds are then called from the map's threads (never from the
-// writer thread that talks to the backend).
+// Thread safety: an Options value is copied into the map at construction.
+// `executor` is then called from several threads at once — the map's writer
+// and sync threads, and yours (then() on a completed future) — so it must be
+// thread-safe. on_error runs only through the executor.
 #pragma once
 
 #include <cstddef>
@@ -18,9 +19,10 @@ using Executor = std::function<void(std::function<void()> task)>;
 
 struct Options {
   // Runs continuations (Future::then), resumed coroutines and on_error.
-  // It must run every task it is given exactly once, and must not run it
-  // inline on the calling thread if that would block (it is called from the
-  // map's writer thread). Default: one completion thread owned by the map.
+  // It must run every task it is given exactly once, on a thread of its own
+  // (not inline: it is called from the map's writer and sync threads, and a
+  // task run there would hold up every write of the map).
+  // Default: one completion thread owned by the map.
   Executor executor;
 
   // Receives write failures nobody else will see: a failed write whose future

@@ -8,59 +8,47 @@
 // (Construct with braces: `map(pmap::SqliteBackend(path))` in parentheses
 // would declare a function.)
 //
-// The whole map lives in memory, in N shards, each an open-addressing hash
-// map (absl::flat_hash_map: a lookup reads one group of control bytes and,
-// usually, one slot) under its own reader-writer lock
-// (detail::ReadMostlyMutex, whose readers write no cache line another
-// thread's readers write). Reads (get, contains, size, for_each, snapshot)
-// are served from there and never wait for disk or for the writer. A write
-// updates the cache and queues the encoded change under the same shard lock,
-// so the backend applies writes to one key in the order the cache saw them;
-// the writer thread commits everything queued together in one backend
-// transaction (group commit) and then completes the futures (with SQLite's
-// default durability, a second thread does, after fsyncing the WAL). When the
-// backend rejects a commit, the futures of that group fail with the error
-// and, before they complete, the cache is put back to what the backend holds
-// (keys with a newer queued write keep that newer value).
+// The whole map lives in memory. Reads (get, contains, size, for_each,
+// snapshot) are served from there and never wait for the disk or for the
+// writer. A write changes the memory at once and is committed by the map's
+// writer thread, together with every other write waiting (group commit: one
+// backend transaction); its future completes once the write is durable.
 //
 // Guarantees:
 //   - read your writes: once insert() has returned its future, get() in any
 //     thread sees the value or a later one;
+//   - per-key order: writes to one key reach the backend in the order the
+//     map applied them;
 //   - a completed write future means committed in the backend (with the
 //     SQLite default, durable against power loss);
+//   - a write the backend rejects fails its future, and before it does, the
+//     map shows what the backend holds again (a key with a newer write still
+//     on its way keeps showing that newer value);
 //   - writers faster than the disk wait in insert()/erase()/... once
 //     Options::max_pending_writes are queued (back-pressure); readers never do;
 //   - the destructor commits every write already accepted; it never throws.
 //
 // Thread safety: every member may be called concurrently from any thread,
 // except that the map must not be destroyed while other threads still use it,
-// nor from one of its own continuations.
+// nor from one of its own continuations. User code (continuations, on_error)
+// never runs on the thread that talks to the backend. docs/threading.md has
+// the threads and locks.
 #pragma once
 
-#include <absl/container/flat_hash_map.h>
-#include <absl/hash/hash.h>
-
-#include <algorithm>
-#include <atomic>
 #include <concepts>
 #include <cstddef>
-#include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <shared_mutex>  // std::shared_lock
 #include <string>
 #include <string_view>
 #include <type_traits>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 
 #include "pmap/backend.hpp"
 #include "pmap/codec.hpp"
-#include "pmap/detail/completion.hpp"
-#include "pmap/detail/read_mostly_mutex.hpp"
-#include "pmap/detail/writer.hpp"
+#include "pmap/detail/cache.hpp"
+#include "pmap/detail/store.hpp"
 #include "pmap/error.hpp"
 #include "pmap/future.hpp"
 #include "pmap/options.hpp"
@@ -92,79 +80,6 @@ class Batch {
   std::vector<std::pair<K, std::optional<V>>> ops_;
 };
 
-namespace detail {
-
-// Hashing and equality for the cache: transparent for std::string keys, so
-// that a lookup by "literal" or std::string_view builds no std::string.
-// absl::Hash: the open-addressing table needs well-mixed bits (std::hash of
-// an integer is the integer itself); it falls back to std::hash<K>, mixed,
-// for a type that only specialises that.
-template <class K>
-struct KeyTraits {
-  using Hash = absl::Hash<K>;
-  using Equal = std::equal_to<K>;
-  // K itself, or anything that converts to K (map.get(5) on an int64_t map).
-  template <class Q>
-  static constexpr bool kLookup =
-      std::is_same_v<std::remove_cvref_t<Q>, K> || std::is_convertible_v<const Q&, K>;
-  template <class Q>
-  static decltype(auto) view(const Q& key) {
-    if constexpr (std::is_same_v<std::remove_cvref_t<Q>, K>)
-      return (key);  // const K&: no copy
-    else
-      return K(key);
-  }
-  template <class Q>
-  static void encode(const Q& key, std::string& out) {
-    Codec<K>::encode(view(key), out);
-  }
-  // What the table is searched with, given the key's hash (unused here).
-  template <class View>
-  static const View& probe(const View& key, std::size_t) noexcept {
-    return key;
-  }
-};
-
-template <>
-struct KeyTraits<std::string> {
-  // A key with its hash already computed (for the shard), so the table
-  // does not hash it a second time.
-  struct Hashed {
-    std::string_view key;
-    std::size_t hash;
-  };
-  struct Hash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const noexcept {
-      return absl::Hash<std::string_view>{}(s);
-    }
-    std::size_t operator()(const Hashed& h) const noexcept { return h.hash; }
-  };
-  struct Equal {
-    using is_transparent = void;
-    bool operator()(std::string_view a, std::string_view b) const noexcept { return a == b; }
-    bool operator()(const Hashed& a, std::string_view b) const noexcept { return a.key == b; }
-    bool operator()(std::string_view a, const Hashed& b) const noexcept { return a == b.key; }
-  };
-  static Hashed probe(std::string_view key, std::size_t hash) noexcept { return {key, hash}; }
-  template <class Q>
-  static constexpr bool kLookup = std::is_convertible_v<const Q&, std::string_view>;
-  static std::string_view view(std::string_view key) noexcept { return key; }
-  static void encode(std::string_view key, std::string& out) { out.append(key); }
-};
-
-// Adds the key to a decoding error: "... (key "k" in sqlite:/x.db#kv)".
-[[noreturn]] inline void rethrow_with_key(const Error& e, std::string_view key_bytes,
-                                          std::string_view where) {
-  constexpr std::size_t kShown = 80;
-  std::string key(key_bytes.substr(0, kShown));
-  if (key_bytes.size() > kShown) key += "...";
-  throw Error(e.code(),
-              std::string(e.what()) + " (key \"" + key + "\" in " + std::string(where) + ")");
-}
-
-}  // namespace detail
-
 // Q is a type the map can look K up by: K itself or anything convertible to
 // it; for std::string keys, anything convertible to std::string_view (looked
 // up without building a std::string).
@@ -172,9 +87,9 @@ template <class K, class Q>
 concept LookupKeyFor = detail::KeyTraits<K>::template kLookup<Q>;
 
 template <class K, class V>
-class PersistentMap final : private detail::CacheRepair {
+class PersistentMap final {
   using Traits = detail::KeyTraits<K>;
-  using Table = absl::flat_hash_map<K, V, typename Traits::Hash, typename Traits::Equal>;
+  using Cache = detail::Cache<K, V>;
 
  public:
   using key_type = K;
@@ -184,8 +99,8 @@ class PersistentMap final : private detail::CacheRepair {
   // Errors: the backend's (Errc::io, corrupt, locked, ...); Errc::codec
   // naming the key when a stored key or value does not decode.
   template <class B>
-  requires std::derived_from<B, Backend> &&
-      (!std::is_lvalue_reference_v<B>)explicit PersistentMap(B&& backend, Options options = {})
+    requires std::derived_from<B, Backend> && (!std::is_lvalue_reference_v<B>)
+  explicit PersistentMap(B&& backend, Options options = {})
       : PersistentMap(std::unique_ptr<Backend>(std::make_unique<B>(std::move(backend))),
                       std::move(options)) {}
 
@@ -199,86 +114,54 @@ class PersistentMap final : private detail::CacheRepair {
   // Opens the map on a backend you made.
   // Errors: Errc::invalid_argument for a null backend; as above.
   explicit PersistentMap(std::unique_ptr<Backend> backend, Options options = {})
-      : shard_count_(round_up_pow2(options.shards)),
-        readers_(shard_count_),
-        shards_(std::make_unique<Shard[]>(shard_count_)) {
-    for (std::size_t i = 0; i < shard_count_; ++i) shards_[i].mutex.attach(readers_, i);
+      : cache_(options.shards, [this] { return store_->settled(); }) {
     if (!backend) throw Error(Errc::invalid_argument, "PersistentMap: the backend is null");
     load(*backend);
-    completion_ = std::make_shared<detail::Completion>(options.executor, options.on_error);
-    writer_ = std::make_unique<detail::Writer>(std::move(backend), completion_, options,
-                                               static_cast<detail::CacheRepair&>(*this));
+    store_ = std::make_unique<detail::Store>(
+        std::move(backend), options, [this](detail::Restore&& r) { restore(std::move(r)); });
   }
 
   PersistentMap(const PersistentMap&) = delete;
   PersistentMap& operator=(const PersistentMap&) = delete;
 
   // Commits every write already accepted, releases the backend, and runs the
-  // continuations still queued. A failure goes to Options::on_error.
-  ~PersistentMap() {
-    try {
-      // Each failed write already went to its future or to on_error; what is
-      // left to report is a failure of the final flush, and dropping this
-      // future hands that to on_error.
-      auto state = new_state<void>();
-      writer_->close(state, /*like_flush=*/false);
-      detail::make_future(std::move(state)).wait();
-    } catch (...) {
-      // Only allocation can fail here; the writer's own destructor still closes.
-    }
-    writer_->join();
-    completion_->stop();
-  }
+  // continuations still queued. A failure of that last commit goes to
+  // Options::on_error; the destructor never throws.
+  ~PersistentMap() = default;
 
   // Inserts or replaces. The future yields the previous value (as the cache
-  // saw it) once the write is committed.
+  // saw it) once the write is durable.
   // Errors: thrown now — Errc::codec if the key or value does not encode,
-  // Errc::closed after close(); through the future — the backend's error.
+  // Errc::closed after close(); through the future — the backend's error
+  // (the cache then shows what the store holds again), or Errc::io after a
+  // failed fsync (see flush()).
   Future<std::optional<V>> insert(K key, V value) {
     std::string key_bytes, value_bytes;
     Traits::encode(key, key_bytes);
     Codec<V>::encode(value, value_bytes);
-    auto ticket = writer_->reserve(1);
+    auto ticket = store_->reserve(1);
     auto state = new_state<std::optional<V>>();
-    Shard& shard = shard_for(hash(Traits::view(key)));
-    {
-      std::unique_lock lock(shard.mutex);
-      auto [it, inserted] = shard.table.try_emplace(std::move(key), std::move(value));
-      if (inserted) {
-        state->value.emplace(std::nullopt);
-        size_.fetch_add(1, std::memory_order_relaxed);
-      } else {
-        state->value.emplace(std::exchange(it->second, std::move(value)));
-      }
-      writer_->push(ticket, Write{Write::Op::put, std::move(key_bytes), std::move(value_bytes)},
-                    state);
-    }
+    cache_.insert(std::move(key), std::move(value), [&](std::optional<V>& previous) {
+      return publish(ticket, Write{Write::Op::put, std::move(key_bytes), std::move(value_bytes)},
+                     state, previous);
+    });
     return detail::make_future(std::move(state));
   }
 
   // Removes key. The future yields the removed value (nullopt, at once, when
   // the key is absent: there is nothing to commit).
+  // Errors: as insert().
   template <class Q>
-  requires LookupKeyFor<K, Q> Future<std::optional<V>> erase(const Q& key) {
+    requires LookupKeyFor<K, Q>
+  Future<std::optional<V>> erase(const Q& key) {
     std::string key_bytes;
     Traits::encode(key, key_bytes);
-    auto ticket = writer_->reserve(1);
+    auto ticket = store_->reserve(1);
     auto state = new_state<std::optional<V>>();
-    const auto& view = Traits::view(key);
-    const std::size_t h = hash(view);
-    Shard& shard = shard_for(h);
-    {
-      std::unique_lock lock(shard.mutex);
-      auto it = shard.table.find(Traits::probe(view, h));
-      if (it == shard.table.end()) {
-        lock.unlock();
-        return ready(std::move(state), std::optional<V>());
-      }
-      state->value.emplace(std::move(it->second));
-      shard.table.erase(it);
-      size_.fetch_sub(1, std::memory_order_relaxed);
-      writer_->push(ticket, Write{Write::Op::erase, std::move(key_bytes), {}}, state);
-    }
+    const bool erased = cache_.erase(key, [&](std::optional<V>& removed) {
+      return publish(ticket, Write{Write::Op::erase, std::move(key_bytes), {}}, state, removed);
+    });
+    if (!erased) return ready(std::move(state), std::optional<V>());
     return detail::make_future(std::move(state));
   }
 
@@ -286,213 +169,126 @@ class PersistentMap final : private detail::CacheRepair {
   // f(std::optional<V>& value) sees the current value (nullopt when absent)
   // and may change it; leaving nullopt erases. The future yields the new
   // value. f runs on the calling thread under the key's shard lock: keep it
-  // short, and do not call the map from it. If f throws, nothing changes and
-  // the exception propagates. A K is built only when a new key is inserted.
+  // short, and do not call the map from it. A K is built only when a new key
+  // is inserted.
+  // Errors: whatever f throws propagates, and nothing changes; otherwise as
+  // insert().
   template <class Q, class F>
-  requires LookupKeyFor<K, Q> && std::is_invocable_v < F&, std::optional<V>
-  & > Future<std::optional<V>> update(const Q& key, F f) {
+    requires LookupKeyFor<K, Q> && std::is_invocable_v<F&, std::optional<V>&>
+  Future<std::optional<V>> update(const Q& key, F f) {
     std::string key_bytes;
     Traits::encode(key, key_bytes);
-    auto ticket = writer_->reserve(1);
+    auto ticket = store_->reserve(1);
     auto state = new_state<std::optional<V>>();
-    const auto& view = Traits::view(key);
-    const std::size_t h = hash(view);
-    Shard& shard = shard_for(h);
-    {
-      std::unique_lock lock(shard.mutex);
-      auto it = shard.table.find(Traits::probe(view, h));
-      const bool found = it != shard.table.end();
-      std::optional<V> value;
-      if (found) value = it->second;  // a copy: f may throw halfway
-      f(value);
-      if (!value && !found) {
-        lock.unlock();
-        return ready(std::move(state), std::optional<V>());
-      }
-      if (value) {
-        std::string value_bytes;
-        Codec<V>::encode(*value, value_bytes);
-        if (found) {
-          it->second = *value;
-        } else {
-          shard.table.emplace(K(key), *value);
-          size_.fetch_add(1, std::memory_order_relaxed);
-        }
-        state->value.emplace(std::move(value));
-        writer_->push(ticket, Write{Write::Op::put, std::move(key_bytes), std::move(value_bytes)},
-                      state);
-      } else {
-        shard.table.erase(it);
-        size_.fetch_sub(1, std::memory_order_relaxed);
-        state->value.emplace(std::nullopt);
-        writer_->push(ticket, Write{Write::Op::erase, std::move(key_bytes), {}}, state);
-      }
-    }
+    const bool changed = cache_.update(key, f, [&](const std::optional<V>& result) {
+      Write w{result ? Write::Op::put : Write::Op::erase, std::move(key_bytes), {}};
+      if (result) Codec<V>::encode(*result, w.value);
+      std::optional<V> yielded = result;
+      return publish(ticket, std::move(w), state, yielded);
+    });
+    if (!changed) return ready(std::move(state), std::optional<V>());
     return detail::make_future(std::move(state));
   }
 
   // Applies every operation of batch at once: readers see all of it or none
   // of it, and the backend commits it in one transaction.
+  // Errors: as insert() (a failure fails the whole batch, and the cache shows
+  // none of it).
   Future<void> apply(const Batch<K, V>& batch) {
     auto state = new_state<void>();
     if (batch.empty()) return ready(std::move(state));
     std::vector<Write> writes;
-    std::vector<std::size_t> shard_of;
+    std::vector<typename Cache::Change> changes;
     writes.reserve(batch.size());
-    shard_of.reserve(batch.size());
+    changes.reserve(batch.size());
     for (const auto& [key, value] : batch.operations()) {
       Write w{value ? Write::Op::put : Write::Op::erase, {}, {}};
       Traits::encode(key, w.key);
       if (value) Codec<V>::encode(*value, w.value);
       writes.push_back(std::move(w));
-      shard_of.push_back(shard_index(hash(Traits::view(key))));
+      changes.push_back({key, value});
     }
-    auto ticket = writer_->reserve(writes.size());
-    std::vector<std::size_t> order = shard_of;
-    std::sort(order.begin(), order.end());
-    order.erase(std::unique(order.begin(), order.end()), order.end());
-    std::vector<std::unique_lock<detail::ReadMostlyMutex>> locks;
-    locks.reserve(order.size());
-    for (std::size_t i : order) locks.emplace_back(shards_[i].mutex);  // ascending: no deadlock
-    std::size_t i = 0;
-    for (const auto& [key, value] : batch.operations()) {
-      Table& table = shards_[shard_of[i++]].table;
-      if (value) {
-        if (table.insert_or_assign(key, *value).second)
-          size_.fetch_add(1, std::memory_order_relaxed);
-      } else if (table.erase(key) > 0) {
-        size_.fetch_sub(1, std::memory_order_relaxed);
-      }
-    }
-    writer_->push(ticket, std::move(writes), state);
-    locks.clear();
+    auto ticket = store_->reserve(writes.size());
+    cache_.apply(changes, [&] { return store_->push(ticket, std::move(writes), state); });
     return detail::make_future(std::move(state));
   }
 
   // Empties the map and the backend.
+  // Errors: Errc::closed (thrown) after close(); through the future, as insert().
   Future<void> clear() {
-    auto ticket = writer_->reserve(1);
+    auto ticket = store_->reserve(1);
     auto state = new_state<void>();
-    auto locks = lock_all();
-    for (std::size_t i = 0; i < shard_count_; ++i) shards_[i].table.clear();
-    size_.store(0, std::memory_order_relaxed);
-    writer_->push(ticket, Write{Write::Op::clear, {}, {}}, state);
+    cache_.clear([&] { return store_->push(ticket, Write{Write::Op::clear, {}, {}}, state); });
     return detail::make_future(std::move(state));
   }
 
   // Completes when every write accepted before it is durable (Backend::flush).
-  // Fails if any write accepted before it, since the previous flush(), failed
-  // — also when that write's own future already reported it.
+  // Errors (through the future): the first failure of a write accepted
+  // before it, since the previous flush() — also when that write's own
+  // future already reported it; Errc::closed after close(). After the
+  // backend reported a failed fsync, what the disk holds is unknown: that
+  // write, every later write and every flush fail with Errc::io until the
+  // map is reopened (reads keep working).
   Future<void> flush() {
     auto state = new_state<void>();
-    writer_->push_flush(state);
+    store_->flush(state);
     return detail::make_future(std::move(state));
   }
 
   // Stops accepting writes (they fail with Errc::closed), commits everything
   // accepted, flushes and releases the backend (its file and lock). Reads
-  // keep working on the cache. Fails like flush().
+  // keep working on the cache. Calling it again completes once the first
+  // close has. Errors: like flush().
   Future<void> close() {
     auto state = new_state<void>();
-    writer_->close(state);
+    store_->close(state, detail::Store::CloseReport::earlier_failures);
     return detail::make_future(std::move(state));
   }
 
   // The value of key, from memory. Never waits for I/O or for the writer.
   template <class Q>
-  requires LookupKeyFor<K, Q> std::optional<V> get(const Q& key)
-  const {
-    const auto& view = Traits::view(key);
-    const std::size_t h = hash(view);
-    const Shard& shard = shard_for(h);
-    std::shared_lock lock(shard.mutex);
-    auto it = shard.table.find(Traits::probe(view, h));
-    if (it == shard.table.end()) return std::nullopt;
-    return it->second;
+    requires LookupKeyFor<K, Q>
+  std::optional<V> get(const Q& key) const {
+    return cache_.get(key);
   }
 
+  // Whether key is present, from memory, like get().
   template <class Q>
-  requires LookupKeyFor<K, Q>
+    requires LookupKeyFor<K, Q>
   bool contains(const Q& key) const {
-    const auto& view = Traits::view(key);
-    const std::size_t h = hash(view);
-    const Shard& shard = shard_for(h);
-    std::shared_lock lock(shard.mutex);
-    return shard.table.find(Traits::probe(view, h)) != shard.table.end();
+    return cache_.contains(key);
   }
 
-  std::size_t size() const noexcept { return size_.load(std::memory_order_relaxed); }
+  std::size_t size() const noexcept { return cache_.size(); }
   bool empty() const noexcept { return size() == 0; }
 
   // Calls f(const K&, const V&) for every entry, weakly consistent: an entry
-  // written meanwhile may or may not be seen, none is seen twice. It copies
-  // one shard at a time and holds no lock while f runs, so f may use the map.
+  // written meanwhile may or may not be seen, none is seen twice. It holds
+  // no lock while f runs, so f may use the map.
   template <class F>
-  requires std::is_invocable_v<F&, const K&, const V&>
+    requires std::is_invocable_v<F&, const K&, const V&>
   void for_each(F f) const {
-    std::vector<std::pair<K, V>> chunk;
-    for (std::size_t i = 0; i < shard_count_; ++i) {
-      chunk.clear();
-      {
-        std::shared_lock lock(shards_[i].mutex);
-        chunk.assign(shards_[i].table.begin(), shards_[i].table.end());
-      }
-      for (const auto& [k, v] : chunk) f(k, v);
-    }
+    cache_.for_each(f);
   }
 
   // A copy of every entry, weakly consistent like for_each, in no order.
-  std::vector<std::pair<K, V>> snapshot() const {
-    std::vector<std::pair<K, V>> out;
-    out.reserve(size());
-    for (std::size_t i = 0; i < shard_count_; ++i) {
-      std::shared_lock lock(shards_[i].mutex);
-      out.insert(out.end(), shards_[i].table.begin(), shards_[i].table.end());
-    }
-    return out;
-  }
+  std::vector<std::pair<K, V>> snapshot() const { return cache_.snapshot(); }
 
-  // The backend. Use it for describe() or backend-specific inspection; its
-  // I/O members are not safe to call while the map's writer may use it.
-  // Errors: Errc::closed after close() completed.
+  // The backend, for describe() or backend-specific inspection. Its I/O
+  // members must not be called while the map may use it (any time before
+  // close() completes), and the reference is valid only until close()
+  // completes or the map is destroyed.
+  // Errors: Errc::closed once close() has released the backend.
   Backend& backend() const {
-    Backend* b = writer_->backend();
+    Backend* b = store_->backend();
     if (!b) throw Error(Errc::closed, "the map is closed; its backend was released");
     return *b;
   }
 
  private:
-  struct alignas(64) Shard {
-    mutable detail::ReadMostlyMutex mutex;
-    Table table;  // guarded by mutex
-  };
-
-  static std::size_t round_up_pow2(std::size_t n) {
-    std::size_t p = 1;
-    while (p < n && p < (std::size_t{1} << 16)) p <<= 1;
-    return p;
-  }
-  template <class View>
-  static std::size_t hash(const View& key) {
-    return typename Traits::Hash{}(key);
-  }
-  std::size_t shard_index(std::size_t h) const noexcept {
-    // Mix, so the shard uses other bits than the table's bucket index.
-    return static_cast<std::size_t>((static_cast<std::uint64_t>(h) * 0x9E3779B97F4A7C15ull) >> 32) &
-           (shard_count_ - 1);
-  }
-  Shard& shard_for(std::size_t h) const noexcept { return shards_[shard_index(h)]; }
-
-  std::vector<std::unique_lock<detail::ReadMostlyMutex>> lock_all() const {
-    std::vector<std::unique_lock<detail::ReadMostlyMutex>> locks;
-    locks.reserve(shard_count_);
-    for (std::size_t i = 0; i < shard_count_; ++i) locks.emplace_back(shards_[i].mutex);
-    return locks;
-  }
-
   template <class T>
   std::shared_ptr<detail::State<T>> new_state() const {
-    return std::make_shared<detail::State<T>>(completion_);
+    return std::make_shared<detail::State<T>>(store_->completion());
   }
   template <class T, class... Value>
   static Future<T> ready(std::shared_ptr<detail::State<T>> state, Value&&... value) {
@@ -501,14 +297,30 @@ class PersistentMap final : private detail::CacheRepair {
     return detail::make_future(std::move(state));
   }
 
-  static K decode_key(std::string_view bytes, const std::string& where) {
+  // Queues w, whose future yields `result`: moved into the state before the
+  // write is queued (the writer may complete it at once), and back out if
+  // queueing throws.
+  detail::Seq publish(detail::Store::Ticket& ticket, Write w,
+                      const std::shared_ptr<detail::State<std::optional<V>>>& state,
+                      std::optional<V>& result) {
+    state->value.emplace(std::move(result));
+    try {
+      return store_->push(ticket, std::move(w), state);
+    } catch (...) {
+      result = std::move(*state->value);
+      state->value.reset();
+      throw;
+    }
+  }
+
+  static K decode_key(std::string_view bytes, std::string_view where) {
     try {
       return Codec<K>::decode(bytes);
     } catch (const Error& e) {
       detail::rethrow_with_key(e, bytes, where);
     }
   }
-  static V decode_value(std::string_view key, std::string_view bytes, const std::string& where) {
+  static V decode_value(std::string_view key, std::string_view bytes, std::string_view where) {
     try {
       return Codec<V>::decode(bytes);
     } catch (const Error& e) {
@@ -518,66 +330,31 @@ class PersistentMap final : private detail::CacheRepair {
 
   void load(Backend& backend) {
     const std::string where = backend.describe();
-    std::size_t count = 0;
     backend.scan([&](std::string_view key, std::string_view value) {
-      K k = decode_key(key, where);
-      V v = decode_value(key, value, where);
-      Shard& shard = shard_for(hash(Traits::view(k)));
-      if (shard.table.insert_or_assign(std::move(k), std::move(v)).second) ++count;
+      cache_.load(decode_key(key, where), decode_value(key, value, where));
     });
-    size_.store(count, std::memory_order_relaxed);
   }
 
-  // CacheRepair: runs on the writer thread after a failed commit.
-  void restore(const detail::Writer& writer, std::span<const detail::StoredEntry> entries,
-               bool all) override {
-    auto locks = lock_all();
-    std::unordered_set<std::string> queued;
-    bool clear_queued = false;
-    writer.for_each_queued([&](const Write& w) {
-      if (w.op == Write::Op::clear) clear_queued = true;
-      queued.emplace(w.key);
-    });
-    if (clear_queued) return;  // the cache already shows the queued clear and what follows it
-    if (all) {
-      std::string bytes;
-      for (std::size_t i = 0; i < shard_count_; ++i) {
-        Table& table = shards_[i].table;
-        for (auto it = table.begin(); it != table.end();) {
-          bytes.clear();
-          Traits::encode(it->first, bytes);
-          if (queued.count(bytes))
-            ++it;
-          else
-            table.erase(it++);  // erasing leaves the other iterators valid
-        }
-      }
-    }
-    for (const auto& entry : entries) {
-      if (queued.count(entry.key)) continue;
+  // On the writer thread, after a failed commit: what the store holds goes
+  // back into the cache. Decoded here, with no lock held.
+  void restore(detail::Restore&& stored) {
+    const std::string& where = store_->description();
+    std::vector<typename Cache::Change> changes;
+    changes.reserve(stored.entries.size());
+    for (const auto& [key, value] : stored.entries) {
       try {
-        K key = decode_key(entry.key, writer.description());
-        Table& table = shard_for(hash(Traits::view(key))).table;
-        if (entry.value)
-          table.insert_or_assign(std::move(key),
-                                 decode_value(entry.key, *entry.value, writer.description()));
-        else
-          table.erase(key);
+        changes.push_back(
+            {decode_key(key, where),
+             value ? std::optional<V>(decode_value(key, *value, where)) : std::optional<V>()});
       } catch (const Error& e) {
-        completion_->report(e);
+        store_->completion()->report(e);
       }
     }
-    std::size_t count = 0;
-    for (std::size_t i = 0; i < shard_count_; ++i) count += shards_[i].table.size();
-    size_.store(count, std::memory_order_relaxed);
+    cache_.restore(changes, stored.full, stored.through);
   }
 
-  const std::size_t shard_count_;
-  detail::ReaderCounters readers_;  // the shard locks' reader counts
-  std::unique_ptr<Shard[]> shards_;
-  std::atomic<std::size_t> size_{0};  // relaxed: a count, not a synchronisation point
-  std::shared_ptr<detail::Completion> completion_;
-  std::unique_ptr<detail::Writer> writer_;
+  Cache cache_;
+  std::unique_ptr<detail::Store> store_;  // after cache_: destroyed (and closed) first
 };
 
 }  // namespace pmap

@@ -36,6 +36,7 @@
 #include <map>
 #include <vector>
 
+#include "builtin.hpp"
 #include "file_util.hpp"
 #include "pmap/error.hpp"
 
@@ -461,5 +462,11 @@ void CsvBackend::flush() {
 }
 
 std::string CsvBackend::describe() const { return impl_ ? impl_->where : "csv:(moved-from)"; }
+
+std::unique_ptr<Backend> detail::open_csv_uri(std::string_view rest) {
+  if (rest.empty())
+    throw Error(Errc::invalid_argument, "URI csv: needs a path, e.g. csv:data.csv");
+  return std::make_unique<CsvBackend>(std::string(rest));
+}
 
 }  // namespace pmap

@@ -2,40 +2,63 @@
 
 #include "pmap/backends/memory.hpp"
 
-#include <mutex>
+#include <absl/base/thread_annotations.h>
+#include <absl/synchronization/mutex.h>
+
 #include <optional>
 #include <unordered_map>
 #include <vector>
 
+#include "builtin.hpp"
+#include "pmap/error.hpp"
+
 namespace pmap {
 
 struct MemoryBackend::Impl {
-  mutable std::mutex mutex;
-  std::unordered_map<std::string, std::string> entries;  // guarded by mutex
+  absl::Mutex mutex;
+  std::unordered_map<std::string, std::string> entries ABSL_GUARDED_BY(mutex);
 };
 
-MemoryBackend::MemoryBackend() : impl_(std::make_unique<Impl>()) {}
+// A reader session: the same entries, no writes.
+class MemoryBackend::Reader final : public Backend {
+ public:
+  explicit Reader(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+  void scan(ScanSink sink) override {
+    absl::MutexLock lock(&impl_->mutex);
+    for (const auto& [key, value] : impl_->entries) sink(key, value);
+  }
+  std::optional<std::string> get(std::string_view key) override {
+    absl::MutexLock lock(&impl_->mutex);
+    auto it = impl_->entries.find(std::string(key));
+    if (it == impl_->entries.end()) return std::nullopt;
+    return it->second;
+  }
+  void write(std::span<const Write>) override {
+    throw Error(Errc::invalid_argument, "memory: a reader session cannot write");
+  }
+  std::string describe() const override { return "memory:"; }
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+MemoryBackend::MemoryBackend() : impl_(std::make_shared<Impl>()) {}
 MemoryBackend::MemoryBackend(MemoryBackend&&) noexcept = default;
 MemoryBackend& MemoryBackend::operator=(MemoryBackend&&) noexcept = default;
 MemoryBackend::~MemoryBackend() = default;
 
-void MemoryBackend::scan(ScanSink sink) {
-  std::lock_guard lock(impl_->mutex);
-  for (const auto& [key, value] : impl_->entries) sink(key, value);
-}
+void MemoryBackend::scan(ScanSink sink) { Reader(impl_).scan(std::move(sink)); }
 
 std::optional<std::string> MemoryBackend::get(std::string_view key) {
-  std::lock_guard lock(impl_->mutex);
-  auto it = impl_->entries.find(std::string(key));
-  if (it == impl_->entries.end()) return std::nullopt;
-  return it->second;
+  return Reader(impl_).get(key);
 }
 
 void MemoryBackend::write(std::span<const Write> batch) {
-  std::lock_guard lock(impl_->mutex);
+  absl::MutexLock lock(&impl_->mutex);
   auto& entries = impl_->entries;
   // All or nothing even if an allocation fails midway: an undo log of the
-  // previous value of every key touched (and the whole map before a clear).
+  // previous value of every key touched (and the whole map before the first
+  // clear).
   std::vector<std::pair<std::string, std::optional<std::string>>> undo;
   std::optional<std::unordered_map<std::string, std::string>> before_clear;
   std::size_t undo_before_clear = 0;  // undo entries that predate the first clear
@@ -52,14 +75,14 @@ void MemoryBackend::write(std::span<const Write> batch) {
         continue;
       }
       auto it = entries.find(w.key);
-      undo.emplace_back(w.key, it == entries.end() ? std::nullopt
-                                                   : std::optional<std::string>(it->second));
+      undo.emplace_back(
+          w.key, it == entries.end() ? std::nullopt : std::optional<std::string>(it->second));
       if (w.op == Write::Op::put)
         entries.insert_or_assign(w.key, w.value);
       else if (it != entries.end())
         entries.erase(it);
     }
-  } catch (...) {
+  } catch (const std::bad_alloc&) {
     std::size_t n = undo.size();
     if (before_clear) {
       entries.swap(*before_clear);  // everything after the clear is void
@@ -78,9 +101,13 @@ void MemoryBackend::write(std::span<const Write> batch) {
 
 std::string MemoryBackend::describe() const { return "memory:"; }
 
-std::size_t MemoryBackend::size() const {
-  std::lock_guard lock(impl_->mutex);
-  return impl_->entries.size();
+std::unique_ptr<Backend> MemoryBackend::open_reader() { return std::make_unique<Reader>(impl_); }
+
+std::unique_ptr<Backend> detail::open_memory_uri(std::string_view rest) {
+  if (!rest.empty())
+    throw Error(Errc::invalid_argument,
+                "URI memory:" + redact_uri(rest) + ": memory: takes nothing after the colon");
+  return std::make_unique<MemoryBackend>();
 }
 
 }  // namespace pmap

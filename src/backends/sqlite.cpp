@@ -5,9 +5,11 @@
 // SQLITE_PREPARE_PERSISTENT, and reset after each use. commit() is one
 // BEGIN IMMEDIATE ... COMMIT transaction that applies its writes in key order
 // (sort_by_key); any failure rolls it back. With Synchronous::full the
-// connection runs SQLite's NORMAL and sync() fsyncs the WAL (write() =
-// commit() + sync(); a map's writer calls sync() from a second thread, see
-// pmap/detail/deferred_sync.hpp).
+// connection runs SQLite's NORMAL, commit() returns Durability::later and
+// sync() fsyncs the WAL through a descriptor of its own (write() = commit()
+// + sync(); a map's sync thread calls sync() while its writer commits the
+// next group). A reader session (open_reader) is a second, read-only
+// connection with its own Impl and no lock file.
 
 #include "pmap/backends/sqlite.hpp"
 
@@ -26,6 +28,8 @@
 #include <span>
 #include <vector>
 
+#include "../errors.hpp"
+#include "builtin.hpp"
 #include "file_util.hpp"
 #include "pmap/error.hpp"
 
@@ -179,14 +183,6 @@ std::filesystem::path resolve_links(std::filesystem::path path) {
   return ec ? path : real;
 }
 
-// Shown in messages: a key, shortened, as readable as it is.
-std::string shown_key(std::string_view key) {
-  constexpr std::size_t kShown = 80;
-  std::string s(key.substr(0, kShown));
-  if (key.size() > kShown) s += "...";
-  return "\"" + s + "\"";
-}
-
 // The order in which commit() applies a batch: by key within each run
 // between clears, and the writes to one key in their batch order, so the
 // result is the same. SQLite then visits B-tree pages in key order instead of
@@ -215,7 +211,7 @@ struct SqliteBackend::Impl {
   std::filesystem::path path;
   SqliteOptions options;
   std::string where;  // sqlite:/abs/path#table
-  detail::FileLock lock;
+  std::optional<detail::FileLock> lock;  // none for a reader session
   detail::FileWatch watch{path};
   bool shrinks = false;  // auto_vacuum: checkpoints may shorten the file
   sqlite3* db = nullptr;
@@ -231,7 +227,8 @@ struct SqliteBackend::Impl {
   sqlite3_stmt* scan = nullptr;
   std::vector<std::size_t> order;  // commit()'s order of the batch (sort_by_key)
 
-  Impl(std::filesystem::path p, SqliteOptions o, std::string w, detail::FileLock l)
+  Impl(std::filesystem::path p, SqliteOptions o, std::string w,
+       std::optional<detail::FileLock> l)
       : path(std::move(p)), options(std::move(o)), where(std::move(w)), lock(std::move(l)) {}
 
   ~Impl() {
@@ -302,7 +299,32 @@ struct SqliteBackend::Impl {
     const int os_error = rc == SQLITE_DONE ? 0 : sqlite3_system_errno(db);
     sqlite3_reset(stmt);
     if (rc != SQLITE_DONE)
-      fail(rc, key ? std::string(doing) + " " + shown_key(*key) : doing, os_error);
+      fail(rc, key ? std::string(doing) + " " + detail::shown_key(*key) : doing, os_error);
+  }
+
+  void scan_all(ScanSink& sink) {
+    int rc;
+    while ((rc = sqlite3_step(scan)) == SQLITE_ROW) {
+      try {
+        sink(column(scan, 0), column(scan, 1));
+      } catch (...) {
+        sqlite3_reset(scan);
+        throw;
+      }
+    }
+    sqlite3_reset(scan);
+    if (rc != SQLITE_DONE) fail(rc, "cannot read the table");
+  }
+
+  std::optional<std::string> get_one(std::string_view key) {
+    bind(get, 1, key);
+    const int rc = sqlite3_step(get);
+    std::optional<std::string> value;
+    if (rc == SQLITE_ROW) value.emplace(column(get, 0));
+    sqlite3_reset(get);
+    sqlite3_clear_bindings(get);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) fail(rc, "cannot read key " + detail::shown_key(key));
+    return value;
   }
 
   static std::string_view column(sqlite3_stmt* stmt, int i) {
@@ -421,40 +443,14 @@ SqliteBackend::SqliteBackend(SqliteBackend&&) noexcept = default;
 SqliteBackend& SqliteBackend::operator=(SqliteBackend&&) noexcept = default;
 SqliteBackend::~SqliteBackend() = default;
 
-void SqliteBackend::scan(ScanSink sink) {
-  Impl& d = *impl_;
-  int rc;
-  while ((rc = sqlite3_step(d.scan)) == SQLITE_ROW) {
-    try {
-      sink(Impl::column(d.scan, 0), Impl::column(d.scan, 1));
-    } catch (...) {
-      sqlite3_reset(d.scan);
-      throw;
-    }
-  }
-  sqlite3_reset(d.scan);
-  if (rc != SQLITE_DONE) d.fail(rc, "cannot read the table");
-}
+void SqliteBackend::scan(ScanSink sink) { impl_->scan_all(sink); }
 
 std::optional<std::string> SqliteBackend::get(std::string_view key) {
-  Impl& d = *impl_;
-  d.bind(d.get, 1, key);
-  const int rc = sqlite3_step(d.get);
-  std::optional<std::string> value;
-  if (rc == SQLITE_ROW) value.emplace(Impl::column(d.get, 0));
-  sqlite3_reset(d.get);
-  sqlite3_clear_bindings(d.get);
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE) d.fail(rc, "cannot read key " + shown_key(key));
-  return value;
+  return impl_->get_one(key);
 }
 
 void SqliteBackend::write(std::span<const Write> batch) {
-  commit(batch);
-  if (defers_sync()) sync();
-}
-
-bool SqliteBackend::defers_sync() const noexcept {
-  return impl_->options.synchronous == Synchronous::full;
+  if (commit(batch) == Durability::later) sync();
 }
 
 void SqliteBackend::sync() {
@@ -472,7 +468,7 @@ void SqliteBackend::sync() {
                                    "survive a power loss");
 }
 
-void SqliteBackend::commit(std::span<const Write> batch) {
+Durability SqliteBackend::commit(std::span<const Write> batch) {
   Impl& d = *impl_;
   // SQLite would go on committing into a deleted or truncated file.
   d.watch.check(d.where,
@@ -507,6 +503,7 @@ void SqliteBackend::commit(std::span<const Write> batch) {
     }
     throw;
   }
+  return d.options.synchronous == Synchronous::full ? Durability::later : Durability::now;
 }
 
 void SqliteBackend::flush() {
@@ -519,5 +516,61 @@ void SqliteBackend::flush() {
 }
 
 std::string SqliteBackend::describe() const { return impl_ ? impl_->where : "sqlite:(moved-from)"; }
+
+// A reader session: a read-only connection on the same file and table.
+class SqliteBackend::Reader final : public Backend {
+ public:
+  explicit Reader(const Impl& parent)
+      : impl_(std::make_unique<Impl>(parent.path, parent.options, parent.where, std::nullopt)) {
+    Impl& d = *impl_;
+    const int rc = sqlite3_open_v2(d.path.c_str(), &d.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+                                   nullptr);
+    if (rc != SQLITE_OK) d.fail(rc, "cannot open a reader session");
+    sqlite3_extended_result_codes(d.db, 1);
+    sqlite3_busy_timeout(d.db, static_cast<int>(d.options.busy_timeout.count()));
+    const std::string t = "\"" + d.options.table + "\"";
+    d.get = d.prepare("SELECT value FROM " + t + " WHERE key = ?1");
+    d.scan = d.prepare("SELECT key, value FROM " + t);
+  }
+
+  void scan(ScanSink sink) override { impl_->scan_all(sink); }
+  std::optional<std::string> get(std::string_view key) override { return impl_->get_one(key); }
+  void write(std::span<const Write>) override {
+    throw Error(Errc::invalid_argument, impl_->where + ": a reader session cannot write");
+  }
+  std::string describe() const override { return impl_->where; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+std::unique_ptr<Backend> SqliteBackend::open_reader() { return std::make_unique<Reader>(*impl_); }
+
+std::unique_ptr<Backend> detail::open_sqlite_uri(std::string_view rest) {
+  const auto q = rest.find('?');
+  const std::string path(rest.substr(0, q));
+  if (path.empty())
+    throw Error(Errc::invalid_argument, "URI sqlite: needs a path, e.g. sqlite:app.db");
+  SqliteOptions options;
+  if (q == std::string_view::npos) return std::make_unique<SqliteBackend>(path, options);
+  const std::string uri = "URI " + redact_uri("sqlite:" + std::string(rest));
+  for (const auto& [name, value, has_value] : parse_query(rest.substr(q + 1))) {
+    if (name == "table") {
+      options.table = std::string(value);
+    } else if (name == "synchronous") {
+      if (value == "full") options.synchronous = Synchronous::full;
+      else if (value == "normal") options.synchronous = Synchronous::normal;
+      else if (value == "off") options.synchronous = Synchronous::off;
+      else
+        throw Error(Errc::invalid_argument, uri + ": synchronous=" + std::string(value) +
+                                                " is not one of full, normal, off");
+    } else {
+      throw Error(Errc::invalid_argument,
+                  uri + ": unknown parameter \"" + std::string(name) +
+                      "\" (sqlite: takes table=NAME and synchronous=full|normal|off)");
+    }
+  }
+  return std::make_unique<SqliteBackend>(path, std::move(options));
+}
 
 }  // namespace pmap

@@ -1,6 +1,7 @@
 // pmap/backends/memory.hpp — entries in RAM, nothing persisted.
 //
 // For tests and caches. Batches are atomic. describe() is "memory:".
+// open_reader() gives a session on the same entries (it keeps them alive).
 //
 // Thread safety: every member may be called from any thread.
 #pragma once
@@ -22,13 +23,13 @@ class MemoryBackend final : public Backend {
   std::optional<std::string> get(std::string_view key) override;
   void write(std::span<const Write> batch) override;
   std::string describe() const override;
+  std::unique_ptr<Backend> open_reader() override;
 
-  // How many entries it holds.
-  std::size_t size() const;
 
  private:
   struct Impl;
-  std::unique_ptr<Impl> impl_;
+  class Reader;  // open_reader()'s sessions
+  std::shared_ptr<Impl> impl_;
 };
 
 }  // namespace pmap

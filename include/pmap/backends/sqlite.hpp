@@ -26,8 +26,18 @@
 // nobody can open — SQLite alone would carry on. Moving the file back lets
 // writes resume.
 //
-// Thread safety: one thread at a time (the map's writer), except that sync()
-// may run on a second thread while commit() runs.
+// Durability: with Synchronous::full (the default), commit() commits with
+// SQLite's synchronous=NORMAL and returns Durability::later, and sync()
+// fsyncs the WAL: a map's sync thread syncs one group while its writer
+// commits the next, and no future completes before its write is durable.
+// write() is commit() then sync().
+//
+// Reader sessions: open_reader() opens a read-only connection on the same
+// file and table (no lock file; WAL readers do not block the writer).
+//
+// Thread safety: one thread at a time, except that sync() may run on a
+// second thread beside any other member (it only fsyncs a descriptor of its
+// own), and a reader session is used on a thread of its own.
 #pragma once
 
 #include <chrono>
@@ -36,7 +46,6 @@
 #include <string>
 
 #include "pmap/backend.hpp"
-#include "pmap/detail/deferred_sync.hpp"
 
 namespace pmap {
 
@@ -66,11 +75,7 @@ struct SqliteOptions {
   int page_size = 8192;
 };
 
-// With Synchronous::full, a map's writer commits with SQLite's
-// synchronous=NORMAL and fsyncs the WAL itself, on a second thread, before it
-// completes any future (detail::DeferredSync): the same durability, with one
-// group's fsync overlapping the next group's commit.
-class SqliteBackend final : public Backend, public detail::DeferredSync {
+class SqliteBackend final : public Backend {
  public:
   explicit SqliteBackend(std::filesystem::path path, SqliteOptions options = {});
   SqliteBackend(SqliteBackend&&) noexcept;
@@ -82,13 +87,13 @@ class SqliteBackend final : public Backend, public detail::DeferredSync {
   void write(std::span<const Write> batch) override;
   void flush() override;
   std::string describe() const override;
-
-  bool defers_sync() const noexcept override;
-  void commit(std::span<const Write> batch) override;
+  Durability commit(std::span<const Write> batch) override;
   void sync() override;
+  std::unique_ptr<Backend> open_reader() override;
 
  private:
   struct Impl;
+  class Reader;  // open_reader()'s sessions
   std::unique_ptr<Impl> impl_;
 };
 

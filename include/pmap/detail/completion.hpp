@@ -1,4 +1,5 @@
-// pmap/detail/completion.hpp — where a map's user code runs. Not API.
+// pmap/detail/completion.hpp — where a map's user code runs. Not API (the
+// future template needs to see it); the implementation is src/completion.cpp.
 //
 // One Completion per map, shared (by shared_ptr) with every future the map
 // hands out, so a future may outlive its map. It owns the default completion
@@ -9,12 +10,10 @@
 // Thread safety: every member may be called from any thread.
 #pragma once
 
-#include <condition_variable>
-#include <deque>
+#include <exception>
 #include <functional>
-#include <mutex>
-#include <string>
-#include <thread>
+#include <memory>
+#include <string_view>
 
 #include "pmap/options.hpp"
 
@@ -34,26 +33,18 @@ class Completion {
 
   // Hands error to on_error, through post().
   void report(const Error& error) noexcept;
+  // The same for any exception: a pmap::Error as it is, anything else as
+  // Errc `fallback` with "<context>: <its message>".
+  void report(std::exception_ptr error, std::string_view context, Errc fallback) noexcept;
 
   // Runs every task already posted, then ends the default completion thread.
-  // Must not be called from that thread.
+  // Called from that thread itself (a map destroyed by its own
+  // continuation), it lets the thread end once the current task returns.
   void stop() noexcept;
 
-  // True on the default completion thread.
-  bool on_completion_thread() const noexcept;
-
  private:
-  void run();
-
-  Executor executor_;  // empty: use the default thread below
-  std::function<void(const Error&)> on_error_;
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> tasks_;  // guarded by mu_
-  bool stopping_ = false;                    // guarded by mu_
-  bool stopped_ = false;                     // guarded by mu_
-  std::thread thread_;
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
 };
 
 }  // namespace pmap::detail

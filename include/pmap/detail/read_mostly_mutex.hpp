@@ -16,6 +16,8 @@
 // waits on the writer's mutex.
 #pragma once
 
+#include <absl/base/thread_annotations.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -56,16 +58,18 @@ class ReaderCounters {
   std::unique_ptr<Line[]> counters_;
 };
 
-// SharedLockable: use with std::unique_lock and std::shared_lock. A shared
-// lock must be released by the thread that took it.
-class ReadMostlyMutex {
+// SharedLockable (std::unique_lock and std::shared_lock work), annotated for
+// clang's -Wthread-safety; WriterLock and ReaderLock below are the scoped
+// guards the analysis understands. A shared lock must be released by the
+// thread that took it.
+class ABSL_LOCKABLE ReadMostlyMutex {
  public:
   void attach(const ReaderCounters& counters, std::size_t index) noexcept {
     counters_ = &counters;
     index_ = index;
   }
 
-  void lock() {
+  void lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {
     mutex_.lock();
     writing_.store(true, std::memory_order_seq_cst);
     for (std::size_t s = 0; s < kReaderSlots; ++s) {
@@ -74,12 +78,12 @@ class ReadMostlyMutex {
         if (spins > 64) std::this_thread::yield();  // a reader was preempted
     }
   }
-  void unlock() noexcept {
+  void unlock() noexcept ABSL_UNLOCK_FUNCTION() {
     writing_.store(false, std::memory_order_release);
     mutex_.unlock();
   }
 
-  void lock_shared() {
+  void lock_shared() ABSL_SHARED_LOCK_FUNCTION() {
     auto& readers = counters_->at(reader_slot(), index_);
     readers.fetch_add(1, std::memory_order_seq_cst);
     if (!writing_.load(std::memory_order_seq_cst)) [[likely]]
@@ -90,7 +94,7 @@ class ReadMostlyMutex {
     // and so sees the count.
     readers.fetch_add(1, std::memory_order_relaxed);
   }
-  void unlock_shared() noexcept {
+  void unlock_shared() noexcept ABSL_UNLOCK_FUNCTION() {
     counters_->at(reader_slot(), index_).fetch_sub(1, std::memory_order_release);
   }
 
@@ -99,6 +103,34 @@ class ReadMostlyMutex {
   std::atomic<bool> writing_{false};
   const ReaderCounters* counters_ = nullptr;
   std::size_t index_ = 0;
+};
+
+// Holds a ReadMostlyMutex exclusively for its scope.
+class ABSL_SCOPED_LOCKABLE WriterLock {
+ public:
+  explicit WriterLock(ReadMostlyMutex& mu) ABSL_EXCLUSIVE_LOCK_FUNCTION(mu) : mu_(mu) {
+    mu_.lock();
+  }
+  ~WriterLock() ABSL_UNLOCK_FUNCTION() { mu_.unlock(); }
+  WriterLock(const WriterLock&) = delete;
+  WriterLock& operator=(const WriterLock&) = delete;
+
+ private:
+  ReadMostlyMutex& mu_;
+};
+
+// Holds a ReadMostlyMutex shared for its scope.
+class ABSL_SCOPED_LOCKABLE ReaderLock {
+ public:
+  explicit ReaderLock(ReadMostlyMutex& mu) ABSL_SHARED_LOCK_FUNCTION(mu) : mu_(mu) {
+    mu_.lock_shared();
+  }
+  ~ReaderLock() ABSL_UNLOCK_FUNCTION() { mu_.unlock_shared(); }
+  ReaderLock(const ReaderLock&) = delete;
+  ReaderLock& operator=(const ReaderLock&) = delete;
+
+ private:
+  ReadMostlyMutex& mu_;
 };
 
 }  // namespace pmap::detail

@@ -1,0 +1,436 @@
+// pmap/detail/cache.hpp — the in-memory side of a map: every entry, in
+// shards. Not API: PersistentMap's template needs to see it.
+//
+// N shards, each an open-addressing hash map (absl::flat_hash_map) under its
+// own reader-writer lock (ReadMostlyMutex: readers write no cache line that
+// other threads' readers write). Reads take one shard's lock shared and never
+// wait for the disk or the writer.
+//
+// Every entry records the sequence number of the last local write to it (the
+// write queue numbers each operation, in queue order). A local erase leaves a
+// tombstone with its number until the writer has settled it, and a local
+// clear records its number for every key at once. So the cache can tell, for
+// any key, whether a local write newer than some point is still on its way
+// to the store — which is all that repairing a failed commit needs (and,
+// later, applying other processes' changes): the rule lives here, not in the
+// writer's queue.
+//
+// Every change reaches an entry through one function, assign(): local writes
+// (insert, erase, update, apply, clear) and the repair of a failed commit
+// (restore) differ only in which sequence number they record and whether a
+// newer local write wins.
+//
+// Thread safety: every member may be called from any thread, except load(),
+// which is for the constructing thread before the cache is shared. A local
+// write calls `publish` with the key's shard lock held (every involved
+// shard's, ascending, for apply and clear): the write queue's order of two
+// writes to one key is then the order in which the cache saw them. Lock
+// order: shard locks (ascending) before the write queue's mutex.
+#pragma once
+
+#include <absl/base/thread_annotations.h>
+#include <absl/container/flat_hash_map.h>
+#include <absl/container/flat_hash_set.h>
+#include <absl/hash/hash.h>
+
+#include <algorithm>
+#include <atomic>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "pmap/codec.hpp"
+#include "pmap/detail/read_mostly_mutex.hpp"
+
+namespace pmap::detail {
+
+// Hashing and equality for the cache: transparent for std::string keys, so
+// that a lookup by "literal" or std::string_view builds no std::string.
+// absl::Hash: the open-addressing table needs well-mixed bits (std::hash of
+// an integer is the integer itself); it falls back to std::hash<K>, mixed,
+// for a type that only specialises that.
+template <class K>
+struct KeyTraits {
+  using Hash = absl::Hash<K>;
+  using Equal = std::equal_to<K>;
+  // K itself, or anything that converts to K (map.get(5) on an int64_t map).
+  template <class Q>
+  static constexpr bool kLookup =
+      std::is_same_v<std::remove_cvref_t<Q>, K> || std::is_convertible_v<const Q&, K>;
+  template <class Q>
+  static decltype(auto) view(const Q& key) {
+    if constexpr (std::is_same_v<std::remove_cvref_t<Q>, K>)
+      return (key);  // const K&: no copy
+    else
+      return K(key);
+  }
+  template <class Q>
+  static void encode(const Q& key, std::string& out) {
+    Codec<K>::encode(view(key), out);
+  }
+  // What the table is searched with, given the key's hash (unused here).
+  template <class View>
+  static const View& probe(const View& key, std::size_t) noexcept {
+    return key;
+  }
+};
+
+template <>
+struct KeyTraits<std::string> {
+  // A key with its hash already computed (for the shard), so the table
+  // does not hash it a second time.
+  struct Hashed {
+    std::string_view key;
+    std::size_t hash;
+  };
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept {
+      return absl::Hash<std::string_view>{}(s);
+    }
+    std::size_t operator()(const Hashed& h) const noexcept { return h.hash; }
+  };
+  struct Equal {
+    using is_transparent = void;
+    bool operator()(std::string_view a, std::string_view b) const noexcept { return a == b; }
+    bool operator()(const Hashed& a, std::string_view b) const noexcept { return a.key == b; }
+    bool operator()(std::string_view a, const Hashed& b) const noexcept { return a == b.key; }
+  };
+  static Hashed probe(std::string_view key, std::size_t hash) noexcept { return {key, hash}; }
+  template <class Q>
+  static constexpr bool kLookup = std::is_convertible_v<const Q&, std::string_view>;
+  static std::string_view view(std::string_view key) noexcept { return key; }
+  static void encode(std::string_view key, std::string& out) { out.append(key); }
+};
+
+// Sequence numbers of the write queue: 0 is "no local write".
+using Seq = std::uint64_t;
+
+template <class K, class V>
+class Cache {
+  using Traits = KeyTraits<K>;
+
+ public:
+  // A change to one key: the new value, or nullopt to erase it.
+  struct Change {
+    K key;
+    std::optional<V> value;
+  };
+
+  // settled() returns the sequence number up to which the writer has
+  // committed or repaired every write (tombstones at or below it can go).
+  Cache(std::size_t shards, std::function<Seq()> settled)
+      : shard_count_(round_up_pow2(shards)),
+        readers_(shard_count_),
+        shards_(std::make_unique<Shard[]>(shard_count_)),
+        settled_(std::move(settled)) {
+    for (std::size_t i = 0; i < shard_count_; ++i) shards_[i].mutex.attach(readers_, i);
+  }
+
+  // ---- Reads: one shard's lock, shared.
+
+  template <class Q>
+  std::optional<V> get(const Q& key) const {
+    const auto& view = Traits::view(key);
+    const std::size_t h = hash(view);
+    const Shard& shard = shard_for(h);
+    ReaderLock lock(shard.mutex);
+    auto it = shard.table.find(Traits::probe(view, h));
+    if (it == shard.table.end()) return std::nullopt;
+    return it->second.value;
+  }
+
+  template <class Q>
+  bool contains(const Q& key) const {
+    const auto& view = Traits::view(key);
+    const std::size_t h = hash(view);
+    const Shard& shard = shard_for(h);
+    ReaderLock lock(shard.mutex);
+    return shard.table.find(Traits::probe(view, h)) != shard.table.end();
+  }
+
+  std::size_t size() const noexcept { return size_.load(std::memory_order_relaxed); }
+
+  // f(const K&, const V&) for every entry: one shard copied at a time, f
+  // called with no lock held.
+  template <class F>
+  void for_each(F& f) const {
+    std::vector<std::pair<K, V>> chunk;
+    for (std::size_t i = 0; i < shard_count_; ++i) {
+      chunk.clear();
+      copy_shard(shards_[i], chunk);
+      for (const auto& [k, v] : chunk) f(k, v);
+    }
+  }
+
+  std::vector<std::pair<K, V>> snapshot() const {
+    std::vector<std::pair<K, V>> out;
+    out.reserve(size());
+    for (std::size_t i = 0; i < shard_count_; ++i) copy_shard(shards_[i], out);
+    return out;
+  }
+
+  // ---- Loading, before the cache is shared (no sequence number: stored).
+  void load(K key, V value) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    Shard& shard = shard_for(hash(Traits::view(key)));
+    if (shard.table.insert_or_assign(std::move(key), Slot{std::move(value), 0}).second)
+      size_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // ---- Local writes. `publish` queues the encoded write and returns its
+  // sequence number; it runs with the shard lock(s) held, after every check
+  // that could fail and before the cache changes. Insert and erase hand it
+  // the value their future will yield, as a std::optional<V>& it may move
+  // from — only if it returns: when it throws, the cache stays as it was.
+
+  template <class Publish>
+  void insert(K key, V value, Publish&& publish) {
+    const std::size_t h = hash(Traits::view(key));
+    Shard& shard = shard_for(h);
+    WriterLock lock(shard.mutex);
+    auto it = shard.table.find(Traits::probe(Traits::view(key), h));
+    std::optional<V> previous;
+    if (it != shard.table.end()) previous.emplace(std::move(it->second.value));
+    const Seq seq = publish_or_put_back(shard, it, previous, publish);
+    assign(shard, it, std::move(key), std::optional<V>(std::move(value)), seq);
+  }
+
+  // Returns false (and publishes nothing) when key is absent.
+  template <class Q, class Publish>
+  bool erase(const Q& key, Publish&& publish) {
+    const auto& view = Traits::view(key);
+    const std::size_t h = hash(view);
+    Shard& shard = shard_for(h);
+    WriterLock lock(shard.mutex);
+    auto it = shard.table.find(Traits::probe(view, h));
+    if (it == shard.table.end()) return false;
+    std::optional<V> removed(std::move(it->second.value));
+    const Seq seq = publish_or_put_back(shard, it, removed, publish);
+    assign(shard, it, std::nullopt, std::nullopt, seq);
+    return true;
+  }
+
+  // f(std::optional<V>&) edits a copy of the value; leaving nullopt erases.
+  // publish(const std::optional<V>& result) -> Seq, called unless the key
+  // stays absent (then it returns false). If f or publish throws, nothing
+  // changes.
+  template <class Q, class F, class Publish>
+  bool update(const Q& key, F& f, Publish&& publish) {
+    const auto& view = Traits::view(key);
+    const std::size_t h = hash(view);
+    Shard& shard = shard_for(h);
+    WriterLock lock(shard.mutex);
+    auto it = shard.table.find(Traits::probe(view, h));
+    const bool found = it != shard.table.end();
+    std::optional<V> value;
+    if (found) value = it->second.value;  // a copy: f may throw halfway
+    f(value);
+    if (!value && !found) return false;
+    const Seq seq = publish(std::as_const(value));
+    if (found)
+      assign(shard, it, std::nullopt, std::move(value), seq);
+    else
+      assign(shard, it, std::optional<K>(K(key)), std::move(value), seq);
+    return true;
+  }
+
+  // Applies changes (in order: a later one on a key wins) with the lock of
+  // every shard involved held at once, so readers see all of them or none.
+  // publish() -> Seq, once for all of them.
+  template <class Publish>
+  void apply(std::span<Change> changes, Publish&& publish) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    std::vector<std::size_t> shard_of;
+    shard_of.reserve(changes.size());
+    for (const Change& c : changes) shard_of.push_back(shard_index(hash(Traits::view(c.key))));
+    const auto locks = lock_shards(shard_of);
+    const Seq seq = publish();
+    for (std::size_t i = 0; i < changes.size(); ++i) {
+      Shard& shard = shards_[shard_of[i]];
+      auto it = shard.table.find(changes[i].key);
+      assign(shard, it, std::move(changes[i].key), std::move(changes[i].value), seq);
+    }
+  }
+
+  // Empties the cache. publish() -> Seq.
+  template <class Publish>
+  void clear(Publish&& publish) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    const auto locks = lock_all();
+    const Seq seq = publish();
+    for (std::size_t i = 0; i < shard_count_; ++i) {
+      shards_[i].table.clear();
+      shards_[i].tombstones.clear();  // the clear's number stands for them all
+    }
+    clear_seq_ = seq;
+    size_.store(0, std::memory_order_relaxed);
+  }
+
+  // ---- Repair: what the store holds after a commit of writes numbered up
+  // to `through` failed. Each change applies unless a local write newer
+  // than `through` is still on its way for its key (that key keeps showing
+  // the newer value). When full (the failed group held a clear), stored is
+  // the whole store, and every other key without such a newer write goes.
+  // Takes one shard lock at a time; nothing is decoded under a lock.
+  void restore(std::span<Change> stored, bool full, Seq through) {
+    if (full) {
+      absl::flat_hash_set<K, typename Traits::Hash, typename Traits::Equal> keep;
+      keep.reserve(stored.size());
+      for (const Change& c : stored) keep.insert(c.key);
+      for (std::size_t i = 0; i < shard_count_; ++i) {
+        Shard& shard = shards_[i];
+        WriterLock lock(shard.mutex);
+        if (clear_seq_ > through) return;  // a newer clear shows every key as it should
+        for (auto it = shard.table.begin(); it != shard.table.end();) {
+          auto next = std::next(it);  // erasing leaves the other iterators valid
+          if (it->second.seq <= through && !keep.contains(it->first))
+            assign(shard, it, std::nullopt, std::nullopt, 0);
+          it = next;
+        }
+      }
+    }
+    for (Change& c : stored) {
+      Shard& shard = shard_for(hash(Traits::view(c.key)));
+      WriterLock lock(shard.mutex);
+      auto it = shard.table.find(c.key);
+      if (newest_write(shard, it, c.key) > through) continue;
+      assign(shard, it, std::move(c.key), std::move(c.value), 0);
+    }
+  }
+
+ private:
+  struct Slot {
+    V value;
+    Seq seq;  // of the last local write; 0 when loaded or restored
+  };
+  using Table = absl::flat_hash_map<K, Slot, typename Traits::Hash, typename Traits::Equal>;
+  using Tombstones = absl::flat_hash_map<K, Seq, typename Traits::Hash, typename Traits::Equal>;
+
+  struct alignas(64) Shard {
+    mutable ReadMostlyMutex mutex;
+    Table table ABSL_GUARDED_BY(mutex);
+    // Keys a local erase removed, with its number, until the writer has
+    // settled it (pruned when they outgrow prune_at).
+    Tombstones tombstones ABSL_GUARDED_BY(mutex);
+    std::size_t prune_at ABSL_GUARDED_BY(mutex) = kMinPrune;
+  };
+  static constexpr std::size_t kMinPrune = 64;
+
+  // The one place an entry changes. `it` is key's position in shard.table
+  // (end() when absent); key is needed only when it is absent. value:
+  // the new value, or nullopt to erase. seq: the local write's number (it
+  // leaves a tombstone when it erases), or 0 for the store's own state.
+  void assign(Shard& shard, typename Table::iterator it, std::optional<K> key,
+              std::optional<V> value, Seq seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
+    if (value) {
+      if (it != shard.table.end()) {
+        it->second = Slot{std::move(*value), seq};
+        return;
+      }
+      if (!shard.tombstones.empty()) shard.tombstones.erase(*key);
+      shard.table.emplace(std::move(*key), Slot{std::move(*value), seq});
+      size_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    if (it != shard.table.end()) {
+      auto node = shard.table.extract(it);  // the key moves on to the tombstone
+      size_.fetch_sub(1, std::memory_order_relaxed);
+      if (seq != 0) bury(shard, std::move(node.key()), seq);
+    } else if (seq != 0) {
+      bury(shard, std::move(*key), seq);  // an erase of an absent key, in a batch
+    } else if (key && !shard.tombstones.empty()) {
+      shard.tombstones.erase(*key);
+    }
+  }
+
+  void bury(Shard& shard, K key, Seq seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
+    shard.tombstones.insert_or_assign(std::move(key), seq);
+    if (shard.tombstones.size() < shard.prune_at) return;
+    const Seq settled = settled_();
+    absl::erase_if(shard.tombstones, [&](const auto& t) { return t.second <= settled; });
+    shard.prune_at = std::max(kMinPrune, 2 * shard.tombstones.size());
+  }
+
+  // publish(value); if it throws, value goes back into *it (when present).
+  template <class Publish>
+  static Seq publish_or_put_back(Shard& shard, typename Table::iterator it, std::optional<V>& value,
+                                 Publish& publish) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
+    try {
+      return publish(value);
+    } catch (...) {
+      if (it != shard.table.end() && value) it->second.value = std::move(*value);
+      throw;
+    }
+  }
+
+  // The number of the newest local write to key (0: none since it was
+  // loaded or restored).
+  Seq newest_write(const Shard& shard, typename Table::const_iterator it, const K& key) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
+    Seq seq = 0;
+    if (it != shard.table.end()) {
+      seq = it->second.seq;
+    } else if (!shard.tombstones.empty()) {
+      auto t = shard.tombstones.find(key);
+      if (t != shard.tombstones.end()) seq = t->second;
+    }
+    return std::max(seq, clear_seq_);
+  }
+
+  template <class Out>
+  static void copy_shard(const Shard& shard, Out& out) {
+    ReaderLock lock(shard.mutex);
+    for (const auto& [k, slot] : shard.table) out.emplace_back(k, slot.value);
+  }
+
+  static std::size_t round_up_pow2(std::size_t n) {
+    std::size_t p = 1;
+    while (p < n && p < (std::size_t{1} << 16)) p <<= 1;
+    return p;
+  }
+  template <class View>
+  static std::size_t hash(const View& key) {
+    return typename Traits::Hash{}(key);
+  }
+  std::size_t shard_index(std::size_t h) const noexcept {
+    // Mix, so the shard uses other bits than the table's bucket index.
+    return static_cast<std::size_t>((static_cast<std::uint64_t>(h) * 0x9E3779B97F4A7C15ull) >> 32) &
+           (shard_count_ - 1);
+  }
+  Shard& shard_for(std::size_t h) const noexcept { return shards_[shard_index(h)]; }
+
+  // Locks the given shards (repeats allowed), ascending: no deadlock.
+  std::vector<std::unique_lock<ReadMostlyMutex>> lock_shards(std::vector<std::size_t> which) const {
+    std::sort(which.begin(), which.end());
+    which.erase(std::unique(which.begin(), which.end()), which.end());
+    std::vector<std::unique_lock<ReadMostlyMutex>> locks;
+    locks.reserve(which.size());
+    for (std::size_t i : which) locks.emplace_back(shards_[i].mutex);
+    return locks;
+  }
+  std::vector<std::unique_lock<ReadMostlyMutex>> lock_all() const {
+    std::vector<std::unique_lock<ReadMostlyMutex>> locks;
+    locks.reserve(shard_count_);
+    for (std::size_t i = 0; i < shard_count_; ++i) locks.emplace_back(shards_[i].mutex);
+    return locks;
+  }
+
+  const std::size_t shard_count_;
+  ReaderCounters readers_;  // the shard locks' reader counts
+  std::unique_ptr<Shard[]> shards_;
+  std::atomic<std::size_t> size_{0};  // relaxed: a count, not a synchronisation point
+  // The number of the last local clear: written with every shard lock held,
+  // read with any one of them held.
+  Seq clear_seq_ = 0;
+  const std::function<Seq()> settled_;
+};
+
+}  // namespace pmap::detail

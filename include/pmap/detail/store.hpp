@@ -1,0 +1,128 @@
+// pmap/detail/store.hpp — the map's handle on its store: a small,
+// non-template facade over the write path in src/writer.cpp. Not API.
+//
+// For every write the map calls:
+//   1. reserve(n): back-pressure; may block; no lock held;
+//   2. with the shard lock(s) of the keys held: push(...), which queues the
+//      encoded write(s) and returns their sequence number (one per
+//      operation, in queue order); the cache then records it. Writes to one
+//      key are thus queued in the order the cache saw them.
+// The writer thread commits what is queued in groups (one Backend::commit
+// each); the sync thread makes them durable when the backend asks for that
+// (Durability::later) and completes every future of the group with one
+// status. When a commit fails, the writer reads back what the store holds
+// for the group's keys and hands it to the Repair function, before any
+// future of the group completes.
+//
+// Thread safety: every member may be called from any thread (Repair runs on
+// the writer thread).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "pmap/backend.hpp"
+#include "pmap/future.hpp"
+#include "pmap/options.hpp"
+
+namespace pmap::detail {
+
+class Writer;
+
+// Sequence numbers of the write queue, one per operation, in queue order
+// (0 is "no local write").
+using Seq = std::uint64_t;
+
+// What the store holds after a commit failed, for the cache to show again.
+struct Restore {
+  // The stored value of every key of the failed group (nullopt: absent);
+  // when full (the group held a clear), every stored entry.
+  std::vector<std::pair<std::string, std::optional<std::string>>> entries;
+  bool full = false;
+  // The failed group's last sequence number: a key written after it keeps
+  // its cached value.
+  std::uint64_t through = 0;
+};
+
+class Store {
+ public:
+  // Called on the writer thread after a failed commit, before the group's
+  // futures complete. Exceptions are reported to on_error.
+  using Repair = std::function<void(Restore&&)>;
+
+  // Starts the writer and sync threads on backend (non-null).
+  Store(std::unique_ptr<Backend> backend, const Options& options, Repair repair);
+  // Closes (committing everything accepted; a failure goes to on_error),
+  // then ends the map's threads.
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // Room for n writes in the queue, held until pushed or dropped.
+  class Ticket {
+   public:
+    Ticket(Ticket&& other) noexcept
+        : writer_(std::exchange(other.writer_, nullptr)), count_(other.count_) {}
+    Ticket& operator=(Ticket&&) = delete;
+    ~Ticket();
+
+   private:
+    friend class Store;
+    friend class Writer;
+
+    // Sequence numbers of the write queue, one per operation, in queue order
+    // (0 is "no local write").
+    using Seq = std::uint64_t;
+    Ticket(Writer* writer, std::size_t count) : writer_(writer), count_(count) {}
+    Writer* writer_;
+    std::size_t count_;
+  };
+
+  // Waits until n more writes fit (back-pressure), then reserves them.
+  // Errors: Errc::closed once close() has begun.
+  Ticket reserve(std::size_t n);
+
+  // Queues one write, or one batch committed all-or-nothing; done completes
+  // when it is durable or has failed. Never blocks on I/O. Returns the
+  // operation's sequence number.
+  std::uint64_t push(Ticket& ticket, Write write, std::shared_ptr<StateBase> done);
+  std::uint64_t push(Ticket& ticket, std::vector<Write> writes, std::shared_ptr<StateBase> done);
+
+  // done completes once every write pushed before it is durable, failing if
+  // any of them failed since the previous flush.
+  void flush(std::shared_ptr<StateBase> done);
+
+  // What a close reports besides a failure of its own final flush.
+  enum class CloseReport { earlier_failures, own_failures_only };
+  // Stops accepting writes, commits everything accepted, flushes and
+  // releases the backend; done completes after that. Later calls complete
+  // their done, with success, once the first close has.
+  void close(std::shared_ptr<StateBase> done, CloseReport report);
+
+  // The sequence number through which every write is committed or repaired.
+  std::uint64_t settled() const noexcept;
+
+  // The backend, until close() has released it (then null).
+  Backend* backend() const;
+  // backend->describe(), taken at open.
+  const std::string& description() const noexcept;
+  const std::shared_ptr<Completion>& completion() const noexcept { return completion_; }
+
+ private:
+  std::shared_ptr<Completion> completion_;
+  std::unique_ptr<Writer> writer_;
+};
+
+// Rethrows error (a codec's, decoding a stored key or value) with the key
+// and the store added: "... (key "k" in sqlite:/x.db#kv)".
+[[noreturn]] void rethrow_with_key(const Error& error, std::string_view key,
+                                   std::string_view where);
+
+}  // namespace pmap::detail
