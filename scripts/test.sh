@@ -6,8 +6,9 @@
 #                                  an 8-second soak, I/O fault injection)
 #   PMAP_SANITIZE=1 ./scripts/test.sh
 #                                  also the suite under ASan+UBSan and under TSan,
-#                                  and each libFuzzer target for a short while
-#                                  (CI sets this)
+#                                  a clang build with -Wthread-safety (the lock
+#                                  annotations checked), and each libFuzzer
+#                                  target for a short while (CI sets this)
 #   PMAP_LONG_TESTS=1 ./scripts/test.sh
 #                                  the long versions (about 25 minutes): 2,000-kill
 #                                  crash loops, a 5-minute soak (PMAP_SOAK_SECONDS)
@@ -59,6 +60,9 @@ run_fuzzers() {
 
 run_preset dev
 if [ "$sanitize" = 1 ]; then
+  echo "==> [tsa] clang -Wthread-safety build"
+  cmake --preset tsa >/dev/null
+  cmake --build --preset tsa
   PMAP_LONG_TESTS=0 run_preset asan
   PMAP_LONG_TESTS=0 run_preset tsan
 fi

@@ -7,7 +7,6 @@
 #include "pmap/backend.hpp"
 
 #include <absl/base/thread_annotations.h>
-#include <absl/synchronization/mutex.h>
 
 #include <algorithm>
 #include <cctype>
@@ -15,22 +14,26 @@
 
 #include "backends/builtin.hpp"
 #include "pmap/error.hpp"
+#include "sync.hpp"
 
 namespace pmap {
+
+using detail::Mutex;
+using detail::MutexLock;
 
 Backend::~Backend() = default;
 
 namespace {
 
 struct Registry {
-  absl::Mutex mutex;
+  Mutex mutex;
   std::map<std::string, BackendFactory, std::less<>> factories ABSL_GUARDED_BY(mutex);
 };
 
 Registry& registry() {
   static Registry* r = [] {
     auto* reg = new Registry;  // never destroyed: usable from static destructors
-    absl::MutexLock lock(&reg->mutex);
+    MutexLock lock(reg->mutex);
     reg->factories["sqlite"] = detail::open_sqlite_uri;
     reg->factories["csv"] = detail::open_csv_uri;
     reg->factories["memory"] = detail::open_memory_uri;
@@ -124,7 +127,7 @@ std::unique_ptr<Backend> open_backend(std::string_view uri) {
   BackendFactory factory;
   {
     Registry& r = registry();
-    absl::MutexLock lock(&r.mutex);
+    MutexLock lock(r.mutex);
     auto it = r.factories.find(scheme);
     if (it != r.factories.end()) factory = it->second;
   }
@@ -148,13 +151,13 @@ void register_backend(std::string scheme, BackendFactory factory) {
     throw Error(Errc::invalid_argument,
                 "register_backend(\"" + scheme + "\"): the factory is empty");
   Registry& r = registry();
-  absl::MutexLock lock(&r.mutex);
+  MutexLock lock(r.mutex);
   r.factories[std::move(scheme)] = std::move(factory);
 }
 
 std::vector<std::string> registered_backends() {
   Registry& r = registry();
-  absl::MutexLock lock(&r.mutex);
+  MutexLock lock(r.mutex);
   std::vector<std::string> out;
   for (const auto& [scheme, factory] : r.factories) out.push_back(scheme);
   return out;

@@ -3,7 +3,6 @@
 #include "pmap/detail/completion.hpp"
 
 #include <absl/base/thread_annotations.h>
-#include <absl/synchronization/mutex.h>
 
 #include <cstdio>
 #include <deque>
@@ -11,6 +10,7 @@
 #include <vector>
 
 #include "errors.hpp"
+#include "sync.hpp"
 
 namespace pmap::detail {
 
@@ -24,14 +24,14 @@ void print_error(const Error& error) noexcept { std::fprintf(stderr, "pmap: %s\n
 class Orphans {
  public:
   void adopt(std::thread thread) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(mu_);
     threads_.push_back(std::move(thread));
   }
   // Joins every parked thread but the caller's own.
   void join_others() {
     std::vector<std::thread> threads;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(mu_);
       threads.swap(threads_);
     }
     for (auto& t : threads) {
@@ -44,7 +44,7 @@ class Orphans {
   ~Orphans() { join_others(); }
 
  private:
-  absl::Mutex mu_;
+  Mutex mu_;
   std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -59,24 +59,24 @@ struct Completion::Impl {
   Executor executor;  // empty: use the default thread below
   std::function<void(const Error&)> on_error;
 
-  absl::Mutex mu;
-  absl::CondVar cv;
+  Mutex mu;
+  CondVar cv;
   std::deque<std::function<void()>> tasks ABSL_GUARDED_BY(mu);
   bool stopping ABSL_GUARDED_BY(mu) = false;
   bool stopped ABSL_GUARDED_BY(mu) = false;
   std::thread thread;  // set in the constructor, taken by stop()
 
   void run() {
-    absl::MutexLock lock(&mu);
+    MutexLock lock(mu);
     for (;;) {
-      while (!stopping && tasks.empty()) cv.Wait(&mu);
+      while (!stopping && tasks.empty()) cv.wait(mu);
       if (tasks.empty()) {
         stopped = true;  // from now on post() runs tasks itself: none is left behind
         return;
       }
       auto task = std::move(tasks.front());
       tasks.pop_front();
-      mu.Unlock();
+      mu.unlock();
       try {
         task();
       } catch (...) {
@@ -85,7 +85,7 @@ struct Completion::Impl {
         print_error(to_error(std::current_exception(), "a completion task threw"));
       }
       task = nullptr;  // destroy captured state outside the lock
-      mu.Lock();
+      mu.lock();
     }
   }
 };
@@ -114,7 +114,7 @@ void Completion::post(std::function<void()> task) noexcept {
     return;
   }
   {
-    absl::MutexLock lock(&d.mu);
+    MutexLock lock(d.mu);
     if (!d.stopped) {
       try {
         d.tasks.push_back(std::move(task));
@@ -122,7 +122,7 @@ void Completion::post(std::function<void()> task) noexcept {
         std::fprintf(stderr, "pmap: out of memory queueing a continuation; it was lost\n");
         return;
       }
-      d.cv.Signal();
+      d.cv.signal();
       return;
     }
   }
@@ -160,11 +160,11 @@ void Completion::report(std::exception_ptr error, std::string_view context,
 void Completion::stop() noexcept {
   Impl& d = *impl_;
   {
-    absl::MutexLock lock(&d.mu);
+    MutexLock lock(d.mu);
     if (d.stopped && !d.thread.joinable()) return;
     d.stopping = true;
   }
-  d.cv.Signal();
+  d.cv.signal();
   if (d.thread.joinable()) {
     if (d.thread.get_id() == std::this_thread::get_id()) {
       // The map is being destroyed by one of its own continuations; joining
@@ -176,7 +176,7 @@ void Completion::stop() noexcept {
     }
   }
   orphans().join_others();
-  absl::MutexLock lock(&d.mu);
+  MutexLock lock(d.mu);
   d.stopped = true;
 }
 

@@ -25,7 +25,7 @@ Store::Store(std::unique_ptr<Backend> backend, const Options& options, Repair re
           std::make_unique<Writer>(std::move(backend), completion_, options, std::move(repair))) {}
 
 Store::~Store() {
-  writer_.reset();  // commits what was accepted and ends the writer's threads
+  writer_->shut_down();  // commits what was accepted and ends the writer's threads
   completion_->stop();
 }
 
@@ -65,7 +65,7 @@ Writer::Writer(std::unique_ptr<Backend> backend, std::shared_ptr<Completion> com
   // (copying it, and touching fresh pages there) in steady state.
   const std::size_t items = std::min(max_pending_, kReservedItems);
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(mu_);
     queue_.reserve(items);
   }
   taken_.reserve(items);
@@ -74,7 +74,10 @@ Writer::Writer(std::unique_ptr<Backend> backend, std::shared_ptr<Completion> com
   thread_ = std::thread([this] { run(); });
 }
 
-Writer::~Writer() {
+Writer::~Writer() { shut_down(); }
+
+void Writer::shut_down() noexcept {
+  if (!thread_.joinable()) return;
   auto done = std::make_shared<State<void>>(completion_);
   close(done, Store::CloseReport::own_failures_only);
   thread_.join();   // the writer thread joins the sync thread when it closes
@@ -103,9 +106,9 @@ Store::Ticket Writer::reserve(std::size_t n) {
       }
     }
     // Back-pressure: wait for the sync thread to complete something.
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(mu_);
     ++room_waiters_;
-    while (!closing_.load() && !fits(pending_.load())) room_cv_.Wait(&mu_);
+    while (!closing_.load() && !fits(pending_.load())) room_cv_.wait(mu_);
     --room_waiters_;
   }
 }
@@ -119,9 +122,9 @@ void Writer::unreserve(std::size_t n) noexcept {
 void Writer::wake_room_waiters() noexcept {
   if (room_waiters_.load() == 0 && !closing_.load()) return;
   {
-    absl::MutexLock lock(&mu_);  // a waiter between its check and its sleep holds mu_
+    MutexLock lock(mu_);  // a waiter between its check and its sleep holds mu_
   }
-  room_cv_.SignalAll();
+  room_cv_.signal_all();
 }
 
 Seq Writer::push(Store::Ticket& ticket, Write write, std::shared_ptr<StateBase> done) {
@@ -146,7 +149,7 @@ Seq Writer::enqueue(Store::Ticket& ticket, std::size_t used, Append append) {
   bool wake, closing;
   Seq seq;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(mu_);
     wake = queue_.empty();
     seq = last_seq_ + 1;
     append(seq);  // may throw (allocation): nothing is queued then
@@ -156,18 +159,18 @@ Seq Writer::enqueue(Store::Ticket& ticket, std::size_t used, Append append) {
     ticket.writer_ = nullptr;
     closing = closing_.load();
   }
-  if (wake) work_cv_.Signal();
-  if (closing) room_cv_.SignalAll();  // close() waits for outstanding tickets
+  if (wake) work_cv_.signal();
+  if (closing) room_cv_.signal_all();  // close() waits for outstanding tickets
   return seq;
 }
 
 void Writer::flush(std::shared_ptr<StateBase> done) {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(mu_);
     if (!closing_) {
       const bool wake = queue_.empty();
       queue_.push_back(Item{Item::Kind::flush, true, {}, 0, std::move(done)});
-      if (wake) work_cv_.Signal();
+      if (wake) work_cv_.signal();
       return;
     }
   }
@@ -177,23 +180,23 @@ void Writer::flush(std::shared_ptr<StateBase> done) {
 
 void Writer::close(std::shared_ptr<StateBase> done, Store::CloseReport report) {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(mu_);
     if (!closed_ && closing_) {
       close_waiters_.push_back(std::move(done));
       return;
     }
     if (!closed_) {
       closing_.store(true);
-      room_cv_.SignalAll();  // writers waiting for room now fail with Errc::closed
+      room_cv_.signal_all();  // writers waiting for room now fail with Errc::closed
       // A write that holds a ticket has already changed the cache: let it queue.
-      while (tickets_.load() != 0) room_cv_.Wait(&mu_);
+      while (tickets_.load() != 0) room_cv_.wait(mu_);
       const bool wake = queue_.empty();
       queue_.push_back(Item{Item::Kind::close,
                             report == Store::CloseReport::earlier_failures,
                             {},
                             0,
                             std::move(done)});
-      if (wake) work_cv_.Signal();
+      if (wake) work_cv_.signal();
       return;
     }
   }
@@ -201,15 +204,15 @@ void Writer::close(std::shared_ptr<StateBase> done, Store::CloseReport report) {
 }
 
 Backend* Writer::backend() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(mu_);
   return open_backend_;
 }
 
 // ---------------------------------------------------------------- writer thread
 
 void Writer::take_queue() {
-  absl::MutexLock lock(&mu_);
-  while (queue_.empty() && next_ == taken_.size()) work_cv_.Wait(&mu_);
+  MutexLock lock(mu_);
+  while (queue_.empty() && next_ == taken_.size()) work_cv_.wait(mu_);
   if (next_ == taken_.size()) {
     // The common case: everything taken before is done. Swapping keeps both
     // vectors' capacity, so the queue allocates nothing in steady state.
@@ -289,6 +292,7 @@ void Writer::commit_group(std::span<Item> group) {
 void Writer::repair(std::span<const Write> writes, Seq through) noexcept {
   Restore restore;
   restore.through = through;
+  restore.where = description_;
   restore.full = std::any_of(writes.begin(), writes.end(),
                              [](const Write& w) { return w.op == Write::Op::clear; });
   try {
@@ -324,10 +328,10 @@ void Writer::close_now(Item& item) noexcept {
     error = to_error_ptr(std::current_exception(), description_);
   }
   {
-    absl::MutexLock lock(&sync_mu_);
+    MutexLock lock(sync_mu_);
     sync_stop_ = true;
   }
-  sync_cv_.Signal();
+  sync_cv_.signal();
   sync_thread_.join();  // every group before the close is completed
   // Like a flush: what failed since the last flush, else its own failure,
   // else the failed sync that poisoned the map.
@@ -338,13 +342,13 @@ void Writer::close_now(Item& item) noexcept {
     if (!result) result = poison();
   }
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(mu_);
     open_backend_ = nullptr;
   }
   backend_.reset();  // the backend's destructor releases its file and lock
   std::vector<std::shared_ptr<StateBase>> waiters;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(mu_);
     closed_ = true;
     waiters.swap(close_waiters_);
   }
@@ -356,14 +360,14 @@ void Writer::close_now(Item& item) noexcept {
 
 void Writer::hand_over(Committed entry) {
   {
-    absl::MutexLock lock(&sync_mu_);
+    MutexLock lock(sync_mu_);
     handed_.push_back(std::move(entry));
   }
-  sync_cv_.Signal();
+  sync_cv_.signal();
 }
 
 std::exception_ptr Writer::poison() const {
-  absl::MutexLock lock(&sync_mu_);
+  MutexLock lock(sync_mu_);
   return poison_;
 }
 
@@ -371,8 +375,8 @@ void Writer::run_sync() noexcept {
   std::vector<Committed> round;
   for (;;) {
     {
-      absl::MutexLock lock(&sync_mu_);
-      while (handed_.empty() && !sync_stop_) sync_cv_.Wait(&sync_mu_);
+      MutexLock lock(sync_mu_);
+      while (handed_.empty() && !sync_stop_) sync_cv_.wait(sync_mu_);
       if (handed_.empty()) return;  // stopped, and everything is done
       round.swap(handed_);
     }
@@ -386,7 +390,7 @@ void Writer::run_sync() noexcept {
         backend_->sync();
       } catch (...) {
         const Error e = to_error(std::current_exception(), description_);
-        absl::MutexLock lock(&sync_mu_);
+        MutexLock lock(sync_mu_);
         if (!poison_)
           poison_ = std::make_exception_ptr(
               Error(Errc::io, std::string(e.what()) +

@@ -26,7 +26,6 @@
 #pragma once
 
 #include <absl/base/thread_annotations.h>
-#include <absl/synchronization/mutex.h>
 
 #include <atomic>
 #include <cstddef>
@@ -38,6 +37,7 @@
 #include <vector>
 
 #include "pmap/detail/store.hpp"
+#include "sync.hpp"
 
 namespace pmap::detail {
 
@@ -45,8 +45,11 @@ class Writer {
  public:
   Writer(std::unique_ptr<Backend> backend, std::shared_ptr<Completion> completion,
          const Options& options, Store::Repair repair);
-  // Closes (if nobody did) and ends both threads.
+  // shut_down(), unless done already.
   ~Writer();
+  // Closes (if nobody did; a failure of the final flush goes to on_error)
+  // and ends both threads. Called once, by the map's owner.
+  void shut_down() noexcept;
   Writer(const Writer&) = delete;
   Writer& operator=(const Writer&) = delete;
 
@@ -107,9 +110,9 @@ class Writer {
   const std::size_t max_group_writes_;
   const std::size_t max_group_bytes_;
 
-  mutable absl::Mutex mu_;
-  absl::CondVar work_cv_;  // the writer thread waits for items
-  absl::CondVar room_cv_;  // producers wait for room; close waits for tickets
+  mutable Mutex mu_;
+  CondVar work_cv_;  // the writer thread waits for items
+  CondVar room_cv_;  // producers wait for room; close waits for tickets
   std::vector<Item> queue_ ABSL_GUARDED_BY(mu_);
   Seq last_seq_ ABSL_GUARDED_BY(mu_) = 0;
   Backend* open_backend_ ABSL_GUARDED_BY(mu_);  // backend_ until it is released
@@ -126,8 +129,8 @@ class Writer {
   // Release: a reader of settled() sees the cache repairs made before it.
   std::atomic<Seq> settled_{0};
 
-  mutable absl::Mutex sync_mu_;
-  absl::CondVar sync_cv_;  // the sync thread waits for entries
+  mutable Mutex sync_mu_;
+  CondVar sync_cv_;  // the sync thread waits for entries
   std::vector<Committed> handed_ ABSL_GUARDED_BY(sync_mu_);
   bool sync_stop_ ABSL_GUARDED_BY(sync_mu_) = false;
   // The failed sync that poisoned the map (null: none). Set by the sync

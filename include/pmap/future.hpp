@@ -7,21 +7,23 @@
 //   - coroutine:  co_await future   (in any C++20 coroutine);
 //   - callback:   future.then(f)    (f(Future<T>&&) runs once done).
 //
-// Where code runs: get()/wait() are woken directly by the writer, never
-// through the completion thread, so a continuation may block on another
-// future of the same map. Continuations and resumed coroutines run on the
-// map's completion executor (Options::executor; by default one completion
-// thread per map) — never inline in the caller of then(), never on the writer
-// thread. A coroutine that awaits an already-completed future just continues.
+// Where code runs: get()/wait() are woken directly by the map's thread that
+// completes the write (its sync thread), never through the completion
+// thread, so a continuation may block on another future of the same map.
+// Continuations and resumed coroutines run on the map's completion executor
+// (Options::executor; by default one completion thread per map) — never
+// inline in the caller of then(), never on the map's writer or sync thread.
+// A coroutine that awaits an already-completed future just continues.
 //
 // Dropping a future does not cancel its write. If that write fails, the error
 // goes to Options::on_error instead.
 //
 // Thread safety: a Future is a single-consumer handle: move it between
 // threads freely, but do not use one Future object from two threads at once.
-// The state it refers to is safely shared with the writer: the completion is
-// one atomic state word (pending / ready / the waiting continuation), and
-// attaching a continuation is a single compare-and-swap (after cppcoro).
+// The state it refers to is safely shared with the map's threads: the
+// completion is one atomic state word (pending / ready / the waiting
+// continuation), and attaching a continuation is a single compare-and-swap
+// (after cppcoro).
 #pragma once
 
 #include <atomic>
@@ -82,7 +84,7 @@ class StateBase {
   StateBase(const StateBase&) = delete;
   StateBase& operator=(const StateBase&) = delete;
 
-  // Called once, by whoever finishes the operation (the writer). error is
+  // Called once, by whoever finishes the operation (the map's sync thread). error is
   // null on success; the value (if any) was set before the state was shared.
   void complete(std::exception_ptr error) noexcept {
     error_ = std::move(error);
@@ -176,7 +178,7 @@ template <class T>
 class State final : public StateBase {
  public:
   using StateBase::StateBase;
-  std::optional<T> value;  // set before the state is handed to the writer
+  std::optional<T> value;  // set before the state is queued for the writer
 };
 
 template <>

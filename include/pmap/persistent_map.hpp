@@ -336,21 +336,24 @@ class PersistentMap final {
   }
 
   // On the writer thread, after a failed commit: what the store holds goes
-  // back into the cache. Decoded here, with no lock held.
+  // back into the cache. Decoded here, with no lock held. Entries that do not
+  // decode are left out, and the first such error is thrown afterwards (the
+  // writer reports it to on_error).
   void restore(detail::Restore&& stored) {
-    const std::string& where = store_->description();
     std::vector<typename Cache::Change> changes;
     changes.reserve(stored.entries.size());
+    std::optional<Error> undecodable;
     for (const auto& [key, value] : stored.entries) {
       try {
-        changes.push_back(
-            {decode_key(key, where),
-             value ? std::optional<V>(decode_value(key, *value, where)) : std::optional<V>()});
+        changes.push_back({decode_key(key, stored.where),
+                           value ? std::optional<V>(decode_value(key, *value, stored.where))
+                                 : std::optional<V>()});
       } catch (const Error& e) {
-        store_->completion()->report(e);
+        if (!undecodable) undecodable.emplace(e);
       }
     }
     cache_.restore(changes, stored.full, stored.through);
+    if (undecodable) throw *undecodable;
   }
 
   Cache cache_;

@@ -3,19 +3,22 @@
 #include "pmap/backends/memory.hpp"
 
 #include <absl/base/thread_annotations.h>
-#include <absl/synchronization/mutex.h>
 
 #include <optional>
 #include <unordered_map>
 #include <vector>
 
+#include "../sync.hpp"
 #include "builtin.hpp"
 #include "pmap/error.hpp"
 
 namespace pmap {
 
+using detail::Mutex;
+using detail::MutexLock;
+
 struct MemoryBackend::Impl {
-  absl::Mutex mutex;
+  Mutex mutex;
   std::unordered_map<std::string, std::string> entries ABSL_GUARDED_BY(mutex);
 };
 
@@ -24,11 +27,11 @@ class MemoryBackend::Reader final : public Backend {
  public:
   explicit Reader(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
   void scan(ScanSink sink) override {
-    absl::MutexLock lock(&impl_->mutex);
+    MutexLock lock(impl_->mutex);
     for (const auto& [key, value] : impl_->entries) sink(key, value);
   }
   std::optional<std::string> get(std::string_view key) override {
-    absl::MutexLock lock(&impl_->mutex);
+    MutexLock lock(impl_->mutex);
     auto it = impl_->entries.find(std::string(key));
     if (it == impl_->entries.end()) return std::nullopt;
     return it->second;
@@ -54,7 +57,7 @@ std::optional<std::string> MemoryBackend::get(std::string_view key) {
 }
 
 void MemoryBackend::write(std::span<const Write> batch) {
-  absl::MutexLock lock(&impl_->mutex);
+  MutexLock lock(impl_->mutex);
   auto& entries = impl_->entries;
   // All or nothing even if an allocation fails midway: an undo log of the
   // previous value of every key touched (and the whole map before the first

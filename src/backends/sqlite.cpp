@@ -210,7 +210,7 @@ void sort_by_key(std::span<const Write> batch, std::vector<std::size_t>& order) 
 struct SqliteBackend::Impl {
   std::filesystem::path path;
   SqliteOptions options;
-  std::string where;  // sqlite:/abs/path#table
+  std::string where;                     // sqlite:/abs/path#table
   std::optional<detail::FileLock> lock;  // none for a reader session
   detail::FileWatch watch{path};
   bool shrinks = false;  // auto_vacuum: checkpoints may shorten the file
@@ -227,8 +227,7 @@ struct SqliteBackend::Impl {
   sqlite3_stmt* scan = nullptr;
   std::vector<std::size_t> order;  // commit()'s order of the batch (sort_by_key)
 
-  Impl(std::filesystem::path p, SqliteOptions o, std::string w,
-       std::optional<detail::FileLock> l)
+  Impl(std::filesystem::path p, SqliteOptions o, std::string w, std::optional<detail::FileLock> l)
       : path(std::move(p)), options(std::move(o)), where(std::move(w)), lock(std::move(l)) {}
 
   ~Impl() {
@@ -323,7 +322,8 @@ struct SqliteBackend::Impl {
     if (rc == SQLITE_ROW) value.emplace(column(get, 0));
     sqlite3_reset(get);
     sqlite3_clear_bindings(get);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) fail(rc, "cannot read key " + detail::shown_key(key));
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+      fail(rc, "cannot read key " + detail::shown_key(key));
     return value;
   }
 
@@ -445,9 +445,7 @@ SqliteBackend::~SqliteBackend() = default;
 
 void SqliteBackend::scan(ScanSink sink) { impl_->scan_all(sink); }
 
-std::optional<std::string> SqliteBackend::get(std::string_view key) {
-  return impl_->get_one(key);
-}
+std::optional<std::string> SqliteBackend::get(std::string_view key) { return impl_->get_one(key); }
 
 void SqliteBackend::write(std::span<const Write> batch) {
   if (commit(batch) == Durability::later) sync();
@@ -523,8 +521,8 @@ class SqliteBackend::Reader final : public Backend {
   explicit Reader(const Impl& parent)
       : impl_(std::make_unique<Impl>(parent.path, parent.options, parent.where, std::nullopt)) {
     Impl& d = *impl_;
-    const int rc = sqlite3_open_v2(d.path.c_str(), &d.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
-                                   nullptr);
+    const int rc =
+        sqlite3_open_v2(d.path.c_str(), &d.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
     if (rc != SQLITE_OK) d.fail(rc, "cannot open a reader session");
     sqlite3_extended_result_codes(d.db, 1);
     sqlite3_busy_timeout(d.db, static_cast<int>(d.options.busy_timeout.count()));
@@ -558,9 +556,12 @@ std::unique_ptr<Backend> detail::open_sqlite_uri(std::string_view rest) {
     if (name == "table") {
       options.table = std::string(value);
     } else if (name == "synchronous") {
-      if (value == "full") options.synchronous = Synchronous::full;
-      else if (value == "normal") options.synchronous = Synchronous::normal;
-      else if (value == "off") options.synchronous = Synchronous::off;
+      if (value == "full")
+        options.synchronous = Synchronous::full;
+      else if (value == "normal")
+        options.synchronous = Synchronous::normal;
+      else if (value == "off")
+        options.synchronous = Synchronous::off;
       else
         throw Error(Errc::invalid_argument, uri + ": synchronous=" + std::string(value) +
                                                 " is not one of full, normal, off");

@@ -470,3 +470,47 @@ TEST(Invariant7_ReadersNeverBlock, ReadsProceedWhileTheWriterIsStuckInIo) {
 }
 
 }  // namespace
+
+// A value type whose decoding can be held at a gate: what a slow codec does
+// to the repair after a failed commit.
+struct Held {
+  std::string text;
+};
+std::atomic<pmap_test::Gate*> hold_decoding{nullptr};
+
+template <>
+struct pmap::Codec<Held> {
+  static void encode(const Held& h, std::string& out) { out += h.text; }
+  static Held decode(std::string_view bytes) {
+    if (auto* gate = hold_decoding.exchange(nullptr)) gate->wait();
+    return Held{std::string(bytes)};
+  }
+};
+
+namespace {
+
+// The repair of a failed commit decodes what the store holds with no lock
+// held: readers of every shard go on while it decodes.
+TEST(Invariant7_ReadersNeverBlock, ReadsProceedWhileAFailedCommitIsRepaired) {
+  auto control = std::make_shared<Control>();
+  pmap::PersistentMap<std::string, Held> map{std::make_unique<TestBackend>(control)};
+  for (int i = 0; i < 100; ++i) map.insert("k" + std::to_string(i), Held{"v"});
+  map.flush().get();
+  Gate gate;
+  hold_decoding = &gate;
+  control->fail_next = 1;
+  auto failed = map.insert("k0", Held{"new"});
+  ASSERT_TRUE(gate.wait_arrivals(1));  // the repair is decoding k0's stored value
+  within_deadline(
+      [&] {
+        for (int i = 0; i < 100; ++i) ASSERT_TRUE(map.contains("k" + std::to_string(i)));
+        EXPECT_EQ(map.size(), 100u);
+      },
+      "reading while a failed commit is repaired");
+  EXPECT_FALSE(failed.ready()) << "the future completed before its repair";
+  gate.open();
+  EXPECT_THROW(failed.get(), pmap::Error);
+  EXPECT_EQ(map.get("k0")->text, "v");
+}
+
+}  // namespace

@@ -3,12 +3,14 @@
 // clear, and persistence across reopen for the file backends.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
 #include <pmap/pmap.hpp>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../support/test_backend.hpp"
@@ -23,6 +25,7 @@ struct Flavor {
   // Opens the backend stored under dir (the same data when called again).
   std::function<std::unique_ptr<pmap::Backend>(const std::filesystem::path& dir)> open;
   bool persistent;
+  bool readers = true;  // open_reader() gives a session
 };
 
 void PrintTo(const Flavor& flavor, std::ostream* os) { *os << flavor.name; }
@@ -193,6 +196,48 @@ TEST_P(Conformance, DescribeNamesTheStore) {
   }
 }
 
+// A reader session (Backend::open_reader) reads beside the writer, on
+// another thread: it sees every batch committed before it reads, each one
+// whole, and cannot write.
+TEST_P(Conformance, AReaderSessionSeesWholeCommitsBesideTheWriter) {
+  auto b = open();
+  b->write(std::vector<Write>{{Op::put, "x", "0"}, {Op::put, "y", "0"}});
+  auto reader = b->open_reader();
+  if (!GetParam().readers) {
+    EXPECT_EQ(reader, nullptr) << "the suite expects no reader sessions here";
+    return;
+  }
+  ASSERT_NE(reader, nullptr);
+  EXPECT_EQ(reader->get("x"), "0");
+  EXPECT_EQ(reader->describe(), b->describe());
+  try {
+    reader->write(std::vector<Write>{{Op::put, "z", "1"}});
+    ADD_FAILURE() << "a reader session wrote";
+  } catch (const pmap::Error& e) {
+    EXPECT_EQ(e.code(), pmap::Errc::invalid_argument) << e.what();
+  }
+  constexpr int kBatches = 300;
+  std::atomic<int> committed{0};
+  std::thread writer([&] {
+    for (int i = 1; i <= kBatches; ++i) {
+      const std::string v = std::to_string(i);
+      b->write(std::vector<Write>{{Op::put, "x", v}, {Op::put, "y", v}});
+      committed.store(i);
+    }
+  });
+  int reads = 0;
+  while (committed.load() < kBatches || reads == 0) {
+    const int before = committed.load();
+    const auto seen = contents(*reader);
+    ASSERT_EQ(seen.at("x"), seen.at("y")) << "a reader saw half a batch";
+    EXPECT_GE(std::stoi(seen.at("x")), before) << "a reader missed a committed batch";
+    ++reads;
+  }
+  writer.join();
+  EXPECT_EQ(reader->get("y"), std::to_string(kBatches));
+  EXPECT_EQ(b->get("z"), std::nullopt);
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Backends, Conformance,
     ::testing::Values(
@@ -205,7 +250,7 @@ INSTANTIATE_TEST_SUITE_P(
                [](const std::filesystem::path& dir) {
                  return std::make_unique<pmap::CsvBackend>(dir / "c.csv");
                },
-               true},
+               true, false},
         Flavor{"memory", [](const std::filesystem::path&) { return pmap::open_backend("memory:"); },
                false},
         Flavor{"sqlite_uri",

@@ -3,8 +3,10 @@
 #include <pmap/pmap.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "../support/test_backend.hpp"
@@ -229,6 +231,58 @@ TEST(Map, UnknownSchemeListsTheKnownOnes) {
       EXPECT_EQ(e.code(), pmap::Errc::invalid_argument) << e.what();
     }
   }
+}
+
+// A password in a URI never reaches a message: open_backend's errors show
+// the URI through redact_uri.
+TEST(Map, UriPasswordsNeverAppearInErrors) {
+  const std::string secret = "s3cret-pw";
+  for (const std::string& uri :
+       {"postgres://alice:" + secret + "@db.example:5432/app?table=kv",
+        "redis://:" + secret + "@localhost:6379/0?prefix=app:",
+        "sqlite:x.db?password=" + secret + "&table=t", "nosuch://bob:" + secret + "@host/db",
+        "memory:?password=" + secret}) {
+    SCOPED_TRACE(uri);
+    try {
+      pmap::open_backend(uri);
+      ADD_FAILURE() << "opened";
+    } catch (const pmap::Error& e) {
+      const std::string what = e.what();
+      EXPECT_EQ(what.find(secret), std::string::npos) << what;
+      EXPECT_NE(what.find("***"), std::string::npos) << what;
+    }
+  }
+  EXPECT_EQ(pmap::redact_uri("postgres://alice:" + secret + "@h:5432/db?sslmode=require"),
+            "postgres://alice:***@h:5432/db?sslmode=require");
+  EXPECT_EQ(pmap::redact_uri("redis://:" + secret + "@h:6379/0"), "redis://:***@h:6379/0");
+  EXPECT_EQ(pmap::redact_uri("postgresql://h/db?user=a&password=" + secret + "&x"),
+            "postgresql://h/db?user=a&password=***&x");
+  EXPECT_EQ(pmap::redact_uri("postgres://alice@h/db"), "postgres://alice@h/db");
+  EXPECT_EQ(pmap::redact_uri("sqlite:/data/a@b:c.db?table=t"), "sqlite:/data/a@b:c.db?table=t");
+}
+
+// backend() may be called from any thread while another closes the map: it
+// returns the backend until close() releases it, then throws Errc::closed
+// (run under ThreadSanitizer by the tsan preset).
+TEST(Map, BackendAccessorRacingCloseIsSafe) {
+  Map map{pmap::MemoryBackend()};
+  map.insert("k", "v").get();
+  std::atomic<bool> started{false};
+  std::thread reader([&] {
+    for (;;) {
+      try {
+        (void)map.backend();
+        started.store(true);
+      } catch (const pmap::Error& e) {
+        EXPECT_EQ(e.code(), pmap::Errc::closed) << e.what();
+        return;
+      }
+    }
+  });
+  while (!started.load()) std::this_thread::yield();
+  map.close().get();
+  reader.join();
+  EXPECT_EQ(map.get("k"), "v");
 }
 
 TEST(Map, RegisterBackendAddsAScheme) {

@@ -49,18 +49,22 @@ struct Restore {
   // The failed group's last sequence number: a key written after it keeps
   // its cached value.
   std::uint64_t through = 0;
+  // The store's describe(), for messages.
+  std::string where;
 };
 
 class Store {
  public:
   // Called on the writer thread after a failed commit, before the group's
-  // futures complete. Exceptions are reported to on_error.
+  // futures complete; it must not call back into the Store. Exceptions are
+  // reported to on_error.
   using Repair = std::function<void(Restore&&)>;
 
   // Starts the writer and sync threads on backend (non-null).
   Store(std::unique_ptr<Backend> backend, const Options& options, Repair repair);
   // Closes (committing everything accepted; a failure goes to on_error),
-  // then ends the map's threads.
+  // then ends the map's threads. The Repair function may still run until it
+  // returns.
   ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
