@@ -3,6 +3,7 @@
 
 #include "errors.hpp"
 
+#include "pmap/codec.hpp"
 #include "pmap/detail/store.hpp"
 
 namespace pmap::detail {
@@ -34,6 +35,11 @@ std::string shown_key(std::string_view key) {
   std::string s(key.substr(0, kShown));
   if (key.size() > kShown) s += "...";
   return "\"" + s + "\"";
+}
+
+void throw_decode_error(std::string_view type, std::string_view bytes, std::string_view why) {
+  throw Error(Errc::codec, "cannot decode " + shown_key(bytes) + " as " + std::string(type) +
+                               ": " + std::string(why));
 }
 
 void rethrow_with_key(const Error& error, std::string_view key, std::string_view where) {

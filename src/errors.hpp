@@ -20,7 +20,8 @@ Error to_error(std::exception_ptr error, std::string_view context, Errc fallback
 std::exception_ptr to_error_ptr(std::exception_ptr error, std::string_view context,
                                 Errc fallback = Errc::backend);
 
-// A key for a message: at most 80 bytes of it, quoted ("..." when cut).
+// Bytes (a key, a stored value) for a message: at most 80 of them, quoted
+// ("..." when cut).
 std::string shown_key(std::string_view key);
 
 }  // namespace pmap::detail

@@ -110,6 +110,12 @@ class Backend {
   // writer thread, or before the map is opened. nullptr: this backend has no
   // such session (the default).
   virtual std::unique_ptr<Backend> open_reader() { return nullptr; }
+
+  // (Stores that several processes share will add members of the same kind,
+  // each with a default that keeps a backend like the above working as a
+  // store only this map writes: a record of committed changes read from a
+  // position, a wait for "something may have changed", and a write applied
+  // only if its keys still have the versions the map read.)
 };
 
 // Makes a backend from the part of a URI after "scheme:".

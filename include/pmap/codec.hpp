@@ -59,14 +59,9 @@ concept JsonConvertible = !std::is_arithmetic_v<T> && requires(const T& value, c
   j.template get<T>();
 };
 
-[[noreturn]] inline void throw_decode_error(std::string_view type, std::string_view bytes,
-                                            std::string_view why) {
-  constexpr std::size_t kShown = 60;
-  std::string shown(bytes.substr(0, kShown));
-  if (bytes.size() > kShown) shown += "...";
-  throw Error(Errc::codec, "cannot decode \"" + shown + "\" as " + std::string(type) + ": " +
-                               std::string(why));
-}
+// Throws Errc::codec: "cannot decode "<bytes, shortened>" as <type>: <why>".
+[[noreturn]] void throw_decode_error(std::string_view type, std::string_view bytes,
+                                     std::string_view why);
 }  // namespace detail
 
 // The primary template: a type with no codec. The static_assert says what to do.
