@@ -244,7 +244,7 @@ void Writer::run() noexcept {
         flush.error = to_error_ptr(std::current_exception(), description_);
       }
       flush.done.push_back(std::move(first.done));
-      hand_over(std::move(flush));
+      finish(std::move(flush));
       continue;
     }
     if (first.kind == Item::Kind::close) {
@@ -286,7 +286,7 @@ void Writer::commit_group(std::span<Item> group) {
   settled_.store(through, std::memory_order_release);
   for (Item& item : group)
     if (item.done) entry.done.push_back(std::move(item.done));
-  hand_over(std::move(entry));
+  finish(std::move(entry));
 }
 
 void Writer::repair(std::span<const Write> writes, Seq through) noexcept {
@@ -338,8 +338,9 @@ void Writer::close_now(Item& item) noexcept {
   const bool earlier_failures = item.last;
   std::exception_ptr result = error;
   if (earlier_failures) {
+    MutexLock lock(round_mu_);
     if (latched_) result = latched_;
-    if (!result) result = poison();
+    if (!result) result = poison_;
   }
   {
     MutexLock lock(mu_);
@@ -358,7 +359,19 @@ void Writer::close_now(Item& item) noexcept {
 
 // ---------------------------------------------------------------- sync thread
 
-void Writer::hand_over(Committed entry) {
+void Writer::finish(Committed entry) {
+  // The writer completes its group itself, without a hop to the sync thread,
+  // when that costs no overlap: nothing else waits to be committed, and no
+  // earlier group is still at the sync thread (so rounds stay in order).
+  // Only the writer adds to outstanding_, so a zero it reads stays zero.
+  const bool alone = entry.writes == 0 || pending_.load() == entry.writes;
+  if (alone && outstanding_.load(std::memory_order_acquire) == 0) {
+    std::vector<Committed> round;
+    round.push_back(std::move(entry));
+    finish_round(round);
+    return;
+  }
+  outstanding_.fetch_add(1, std::memory_order_relaxed);
   {
     MutexLock lock(sync_mu_);
     handed_.push_back(std::move(entry));
@@ -367,7 +380,7 @@ void Writer::hand_over(Committed entry) {
 }
 
 std::exception_ptr Writer::poison() const {
-  MutexLock lock(sync_mu_);
+  MutexLock lock(round_mu_);
   return poison_;
 }
 
@@ -380,44 +393,60 @@ void Writer::run_sync() noexcept {
       if (handed_.empty()) return;  // stopped, and everything is done
       round.swap(handed_);
     }
-    // One sync covers every group of the round: each was committed before
-    // it was handed over.
-    const bool needs_sync =
-        std::any_of(round.begin(), round.end(), [](const Committed& e) { return e.needs_sync; });
-    std::exception_ptr poison;
-    if (needs_sync) {
-      try {
-        backend_->sync();
-      } catch (...) {
-        const Error e = to_error(std::current_exception(), description_);
-        MutexLock lock(sync_mu_);
-        if (!poison_)
-          poison_ = std::make_exception_ptr(
-              Error(Errc::io, std::string(e.what()) +
-                                  "; what the disk holds is now unknown, so this map refuses "
-                                  "every write until it is reopened (reads keep working)"));
-        poisoned_.store(true, std::memory_order_release);
-      }
+    const std::size_t entries = round.size();
+    finish_round(round);
+    // release: the writer that reads zero sees every effect of this round.
+    outstanding_.fetch_sub(entries, std::memory_order_release);
+  }
+}
+
+void Writer::finish_round(std::vector<Committed>& round) {
+  // Rounds never overlap: the sync thread runs one at a time, and the writer
+  // runs one only when nothing is outstanding at the sync thread.
+  // One sync covers every group of the round: each was committed before it
+  // got here.
+  const bool needs_sync =
+      std::any_of(round.begin(), round.end(), [](const Committed& e) { return e.needs_sync; });
+  std::exception_ptr sync_error;
+  if (needs_sync) {
+    try {
+      backend_->sync();
+    } catch (...) {
+      const Error e = to_error(std::current_exception(), description_);
+      sync_error = std::make_exception_ptr(
+          Error(Errc::io, std::string(e.what()) +
+                              "; what the disk holds is now unknown, so this map refuses every "
+                              "write until it is reopened (reads keep working)"));
     }
-    if (poisoned_.load(std::memory_order_acquire)) poison = this->poison();
-    // One status per entry, fanned out in this one loop.
-    std::size_t completed_writes = 0;
+  }
+  {
+    MutexLock lock(round_mu_);
+    if (sync_error && !poison_) {
+      poison_ = sync_error;
+      poisoned_.store(true, std::memory_order_release);
+    }
+    // One status per entry: the commit's own failure, else the failed sync
+    // (this one or an earlier one: every later write fails too).
     for (Committed& entry : round) {
       if (entry.writes > 0) {
-        const std::exception_ptr status = entry.error ? entry.error : poison;
-        if (status && !latched_) latched_ = status;
-        for (auto& done : entry.done) done->complete(status);
-        completed_writes += entry.writes;
+        if (!entry.error) entry.error = poison_;
+        if (entry.error && !latched_) latched_ = entry.error;
       } else {  // a flush: what failed since the previous one, else its own failure
-        std::exception_ptr status = latched_ ? latched_ : entry.error ? entry.error : poison;
+        if (latched_) entry.error = latched_;
+        if (!entry.error) entry.error = poison_;
         latched_ = nullptr;
-        entry.done.front()->complete(status);
       }
     }
-    round.clear();
-    pending_.fetch_sub(completed_writes);
-    wake_room_waiters();
   }
+  // ... fanned out in this one loop, with no lock held.
+  std::size_t completed_writes = 0;
+  for (Committed& entry : round) {
+    for (auto& done : entry.done) done->complete(entry.error);
+    completed_writes += entry.writes;
+  }
+  round.clear();
+  pending_.fetch_sub(completed_writes);
+  wake_room_waiters();
 }
 
 }  // namespace pmap::detail

@@ -5,24 +5,30 @@
 //   writer thread  takes everything queued, commits the longest run that fits
 //                  a group (Options::max_group_*; an apply() batch is never
 //                  split) with one Backend::commit, and on failure repairs
-//                  the cache from what the store holds. It hands every
-//                  group, committed or failed, to the sync thread, in order.
-//   sync thread    takes every group handed over since its last round, calls
-//                  Backend::sync() once if any of them needs it, and completes
-//                  every future of the round with its one status: the
-//                  commit's error, else the sync's. It alone completes write
-//                  and flush futures (LevelDB's DBImpl::Write: one status,
-//                  fanned out in one loop), so one group's fsync overlaps
-//                  the next group's commit, and the first failure since the
-//                  last flush is latched in one place.
+//                  the cache from what the store holds. Then it finishes the
+//                  group: itself when nothing else is waiting to be
+//                  committed and no earlier group is still at the sync
+//                  thread (a lone write pays no thread hop), otherwise by
+//                  handing it to the sync thread, in order.
+//   sync thread    takes every group handed over since its last round and
+//                  finishes them together, so that one group's fsync
+//                  overlaps the next group's commit.
+//
+// Finishing a round is one function, finish_round(), whichever thread runs
+// it (one at a time, in queue order): Backend::sync() once if any group of
+// the round needs it (Durability::later), then every future of the round
+// completed with its one status — the commit's error, else the sync's — in
+// one loop (LevelDB's DBImpl::Write), and the first failure since the last
+// flush latched in one variable. flush markers travel the same way.
 //
 // A failed sync leaves the disk in an unknown state (the kernel may have
 // dropped the pages it could not write), so the map is then "poisoned": the
 // writes that sync covered fail, and so does every later write and flush,
 // until the map is reopened. Reads keep serving the cache.
 //
-// Lock order: shard locks, then mu_; sync_mu_ is never held with mu_. No
-// lock is held across backend I/O or while a future completes.
+// Lock order: shard locks, then mu_; sync_mu_ and round_mu_ are never held
+// with another lock. No lock is held across backend I/O or while a future
+// completes.
 #pragma once
 
 #include <absl/base/thread_annotations.h>
@@ -95,9 +101,10 @@ class Writer {
   void commit_group(std::span<Item> group);
   void repair(std::span<const Write> writes, Seq through) noexcept;
   void close_now(Item& item) noexcept;
-  // The sync thread.
-  void hand_over(Committed entry);
+  // Finishing groups and flushes (see the top of this file).
+  void finish(Committed entry);
   void run_sync() noexcept;
+  void finish_round(std::vector<Committed>& round);
   std::exception_ptr poison() const;
 
   // Owned by the writer thread after construction (the sync thread calls
@@ -129,22 +136,27 @@ class Writer {
   // Release: a reader of settled() sees the cache repairs made before it.
   std::atomic<Seq> settled_{0};
 
-  mutable Mutex sync_mu_;
+  Mutex sync_mu_;
   CondVar sync_cv_;  // the sync thread waits for entries
   std::vector<Committed> handed_ ABSL_GUARDED_BY(sync_mu_);
   bool sync_stop_ ABSL_GUARDED_BY(sync_mu_) = false;
-  // The failed sync that poisoned the map (null: none). Set by the sync
-  // thread; read by the writer before each commit.
-  std::exception_ptr poison_ ABSL_GUARDED_BY(sync_mu_);
-  std::atomic<bool> poisoned_{false};  // poison_ is set; a cheap first check
+  // Entries handed to the sync thread and not yet finished: added to by the
+  // writer thread only, subtracted by the sync thread after their round.
+  std::atomic<std::size_t> outstanding_{0};
+
+  // Guards what rounds share (rounds never overlap; the lock makes that
+  // visible to the analysis and to the writer's poison check).
+  mutable Mutex round_mu_;
+  // The first failure since the last flush.
+  std::exception_ptr latched_ ABSL_GUARDED_BY(round_mu_);
+  // The failed sync that poisoned the map (null: none).
+  std::exception_ptr poison_ ABSL_GUARDED_BY(round_mu_);
+  std::atomic<bool> poisoned_{false};  // poison_ is set: the writer's cheap first check
 
   // Writer thread only.
   std::vector<Write> writes_;  // the group being committed
   std::vector<Item> taken_;    // taken from queue_, done up to next_
   std::size_t next_ = 0;
-  // Sync thread only (the writer reads it after joining that thread): the
-  // first failure since the last flush.
-  std::exception_ptr latched_;
 
   std::thread sync_thread_;
   std::thread thread_;
