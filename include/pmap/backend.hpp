@@ -11,7 +11,7 @@
 // on the thread that constructs the map, then scan(), get(), write(),
 // commit() and flush() only from the map's writer thread — so a backend
 // needs no locking of its own for those. The one exception is sync(), which
-// the map's sync thread calls while the writer thread may be inside any other
+// the map's sync thread may call while the writer thread is inside any other
 // member; a backend that overrides commit() to defer its fsync must make
 // sync() safe beside them (the SQLite backend fsyncs a file descriptor of its
 // own). A reader session from open_reader() is a separate object, used from
@@ -94,8 +94,9 @@ class Backend {
   }
 
   // Makes every commit() that returned Durability::later before this call
-  // durable (one fsync for all of them). Called on the map's sync thread,
-  // possibly while the writer thread is inside another member. A throw means
+  // durable (one fsync for all of them). Called on the map's writer thread
+  // or its sync thread — the latter possibly while the writer thread is
+  // inside another member. A throw means
   // the state of the disk is unknown (the kernel may have dropped the pages
   // that failed): the map fails the writes the sync covered and every later
   // write, until it is reopened. Default: nothing to do.

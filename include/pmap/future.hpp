@@ -8,8 +8,9 @@
 //   - callback:   future.then(f)    (f(Future<T>&&) runs once done).
 //
 // Where code runs: get()/wait() are woken directly by the map's thread that
-// completes the write (its sync thread), never through the completion
-// thread, so a continuation may block on another future of the same map.
+// finishes the write (its writer or sync thread), never through the
+// completion thread, so a continuation may block on another future of the
+// same map.
 // Continuations and resumed coroutines run on the map's completion executor
 // (Options::executor; by default one completion thread per map) — never
 // inline in the caller of then(), never on the map's writer or sync thread.
@@ -84,8 +85,9 @@ class StateBase {
   StateBase(const StateBase&) = delete;
   StateBase& operator=(const StateBase&) = delete;
 
-  // Called once, by whoever finishes the operation (the map's sync thread). error is
-  // null on success; the value (if any) was set before the state was shared.
+  // Called once, by whoever finishes the operation (the map's writer or
+  // sync thread). error is null on success; the value (if any) was set
+  // before the state was shared.
   void complete(std::exception_ptr error) noexcept {
     error_ = std::move(error);
     if (error_) {

@@ -6,19 +6,24 @@
 // other threads' readers write). Reads take one shard's lock shared and never
 // wait for the disk or the writer.
 //
-// Every entry records the sequence number of the last local write to it (the
-// write queue numbers each operation, in queue order). A local erase leaves a
-// tombstone with its number until the writer has settled it, and a local
-// clear records its number for every key at once. So the cache can tell, for
-// any key, whether a local write newer than some point is still on its way
+// Each shard also remembers, for every key with a recent local write, that
+// write's sequence number (the write queue numbers each operation, in queue
+// order) until the writer has settled it, erases included; a local clear
+// records its number for every key at once. So the cache can tell, for any
+// key, whether a local write newer than some point may still be on its way
 // to the store — which is all that repairing a failed commit needs (and,
 // later, applying other processes' changes): the rule lives here, not in the
-// writer's queue.
+// writer's queue. The numbers are kept beside the entries, keyed by the
+// key's 64-bit hash, so that the entries themselves stay as small as a plain
+// hash map's (reads and loading touch no more memory) and a number costs no
+// copy of the key. Two keys whose hashes collide (about one chance in 2^64
+// per pair) share a number, which can only make a repair keep a cached
+// value it should have replaced.
 //
 // Every change reaches an entry through one function, assign(): local writes
 // (insert, erase, update, apply, clear) and the repair of a failed commit
-// (restore) differ only in which sequence number they record and whether a
-// newer local write wins.
+// (restore) differ only in whether they record a number and whether a newer
+// local write wins.
 //
 // Thread safety: every member may be called from any thread, except load(),
 // which is for the constructing thread before the cache is shared. A local
@@ -128,7 +133,7 @@ class Cache {
   };
 
   // settled() returns the sequence number up to which the writer has
-  // committed or repaired every write (tombstones at or below it can go).
+  // committed or repaired every write (numbers at or below it can go).
   Cache(std::size_t shards, std::function<Seq()> settled)
       : shard_count_(round_up_pow2(shards)),
         readers_(shard_count_),
@@ -147,7 +152,7 @@ class Cache {
     ReaderLock lock(shard.mutex);
     auto it = shard.table.find(Traits::probe(view, h));
     if (it == shard.table.end()) return std::nullopt;
-    return it->second.value;
+    return it->second;
   }
 
   template <class Q>
@@ -183,7 +188,7 @@ class Cache {
   // ---- Loading, before the cache is shared (no sequence number: stored).
   void load(K key, V value) ABSL_NO_THREAD_SAFETY_ANALYSIS {
     Shard& shard = shard_for(hash(Traits::view(key)));
-    if (shard.table.insert_or_assign(std::move(key), Slot{std::move(value), 0}).second)
+    if (shard.table.insert_or_assign(std::move(key), std::move(value)).second)
       size_.fetch_add(1, std::memory_order_relaxed);
   }
 
@@ -200,9 +205,9 @@ class Cache {
     WriterLock lock(shard.mutex);
     auto it = shard.table.find(Traits::probe(Traits::view(key), h));
     std::optional<V> previous;
-    if (it != shard.table.end()) previous.emplace(std::move(it->second.value));
+    if (it != shard.table.end()) previous.emplace(std::move(it->second));
     const Seq seq = publish_or_put_back(shard, it, previous, publish);
-    assign(shard, it, std::move(key), std::optional<V>(std::move(value)), seq);
+    assign(shard, it, std::move(key), std::optional<V>(std::move(value)), h, seq);
   }
 
   // Returns false (and publishes nothing) when key is absent.
@@ -214,9 +219,9 @@ class Cache {
     WriterLock lock(shard.mutex);
     auto it = shard.table.find(Traits::probe(view, h));
     if (it == shard.table.end()) return false;
-    std::optional<V> removed(std::move(it->second.value));
+    std::optional<V> removed(std::move(it->second));
     const Seq seq = publish_or_put_back(shard, it, removed, publish);
-    assign(shard, it, std::nullopt, std::nullopt, seq);
+    assign(shard, it, std::nullopt, std::nullopt, h, seq);
     return true;
   }
 
@@ -233,14 +238,14 @@ class Cache {
     auto it = shard.table.find(Traits::probe(view, h));
     const bool found = it != shard.table.end();
     std::optional<V> value;
-    if (found) value = it->second.value;  // a copy: f may throw halfway
+    if (found) value = it->second;  // a copy: f may throw halfway
     f(value);
     if (!value && !found) return false;
     const Seq seq = publish(std::as_const(value));
     if (found)
-      assign(shard, it, std::nullopt, std::move(value), seq);
+      assign(shard, it, std::nullopt, std::move(value), h, seq);
     else
-      assign(shard, it, std::optional<K>(K(key)), std::move(value), seq);
+      assign(shard, it, std::optional<K>(K(key)), std::move(value), h, seq);
     return true;
   }
 
@@ -249,15 +254,19 @@ class Cache {
   // publish() -> Seq, once for all of them.
   template <class Publish>
   void apply(std::span<Change> changes, Publish&& publish) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    std::vector<std::size_t> shard_of;
+    std::vector<std::size_t> hashes, shard_of;
+    hashes.reserve(changes.size());
     shard_of.reserve(changes.size());
-    for (const Change& c : changes) shard_of.push_back(shard_index(hash(Traits::view(c.key))));
+    for (const Change& c : changes) {
+      hashes.push_back(hash(Traits::view(c.key)));
+      shard_of.push_back(shard_index(hashes.back()));
+    }
     const auto locks = lock_shards(shard_of);
     const Seq seq = publish();
     for (std::size_t i = 0; i < changes.size(); ++i) {
       Shard& shard = shards_[shard_of[i]];
       auto it = shard.table.find(changes[i].key);
-      assign(shard, it, std::move(changes[i].key), std::move(changes[i].value), seq);
+      assign(shard, it, std::move(changes[i].key), std::move(changes[i].value), hashes[i], seq);
     }
   }
 
@@ -268,7 +277,7 @@ class Cache {
     const Seq seq = publish();
     for (std::size_t i = 0; i < shard_count_; ++i) {
       shards_[i].table.clear();
-      shards_[i].tombstones.clear();  // the clear's number stands for them all
+      shards_[i].recent.clear();  // the clear's number stands for them all
     }
     clear_seq_ = seq;
     size_.store(0, std::memory_order_relaxed);
@@ -291,72 +300,64 @@ class Cache {
         if (clear_seq_ > through) return;  // a newer clear shows every key as it should
         for (auto it = shard.table.begin(); it != shard.table.end();) {
           auto next = std::next(it);  // erasing leaves the other iterators valid
-          if (it->second.seq <= through && !keep.contains(it->first))
-            assign(shard, it, std::nullopt, std::nullopt, 0);
+          const std::size_t h = hash(Traits::view(it->first));
+          if (newest_write(shard, h) <= through && !keep.contains(it->first))
+            assign(shard, it, std::nullopt, std::nullopt, h, 0);
           it = next;
         }
       }
     }
     for (Change& c : stored) {
-      Shard& shard = shard_for(hash(Traits::view(c.key)));
+      const std::size_t h = hash(Traits::view(c.key));
+      Shard& shard = shard_for(h);
       WriterLock lock(shard.mutex);
-      auto it = shard.table.find(c.key);
-      if (newest_write(shard, it, c.key) > through) continue;
-      assign(shard, it, std::move(c.key), std::move(c.value), 0);
+      if (newest_write(shard, h) > through) continue;
+      const auto it = shard.table.find(c.key);  // before the key is moved from
+      assign(shard, it, std::move(c.key), std::move(c.value), h, 0);
     }
   }
 
  private:
-  struct Slot {
-    V value;
-    Seq seq;  // of the last local write; 0 when loaded or restored
-  };
-  using Table = absl::flat_hash_map<K, Slot, typename Traits::Hash, typename Traits::Equal>;
-  using Tombstones = absl::flat_hash_map<K, Seq, typename Traits::Hash, typename Traits::Equal>;
+  using Table = absl::flat_hash_map<K, V, typename Traits::Hash, typename Traits::Equal>;
 
   struct alignas(64) Shard {
     mutable ReadMostlyMutex mutex;
     Table table ABSL_GUARDED_BY(mutex);
-    // Keys a local erase removed, with its number, until the writer has
-    // settled it (pruned when they outgrow prune_at).
-    Tombstones tombstones ABSL_GUARDED_BY(mutex);
+    // The number of the last local write to each key (by its hash) that the
+    // writer may not have settled yet; pruned of settled ones when it
+    // outgrows prune_at.
+    absl::flat_hash_map<std::size_t, Seq> recent ABSL_GUARDED_BY(mutex);
     std::size_t prune_at ABSL_GUARDED_BY(mutex) = kMinPrune;
   };
   static constexpr std::size_t kMinPrune = 64;
 
   // The one place an entry changes. `it` is key's position in shard.table
-  // (end() when absent); key is needed only when it is absent. value:
-  // the new value, or nullopt to erase. seq: the local write's number (it
-  // leaves a tombstone when it erases), or 0 for the store's own state.
+  // (end() when absent); key is needed only when it is absent. value: the
+  // new value, or nullopt to erase. h: the key's hash. seq: the local
+  // write's number, recorded for the key, or 0 for the store's own state.
   void assign(Shard& shard, typename Table::iterator it, std::optional<K> key,
-              std::optional<V> value, Seq seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
+              std::optional<V> value, std::size_t h, Seq seq)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
     if (value) {
       if (it != shard.table.end()) {
-        it->second = Slot{std::move(*value), seq};
-        return;
+        it->second = std::move(*value);
+      } else {
+        shard.table.emplace(std::move(*key), std::move(*value));
+        size_.fetch_add(1, std::memory_order_relaxed);
       }
-      if (!shard.tombstones.empty()) shard.tombstones.erase(*key);
-      shard.table.emplace(std::move(*key), Slot{std::move(*value), seq});
-      size_.fetch_add(1, std::memory_order_relaxed);
-      return;
-    }
-    if (it != shard.table.end()) {
-      auto node = shard.table.extract(it);  // the key moves on to the tombstone
+    } else if (it != shard.table.end()) {
+      shard.table.erase(it);
       size_.fetch_sub(1, std::memory_order_relaxed);
-      if (seq != 0) bury(shard, std::move(node.key()), seq);
-    } else if (seq != 0) {
-      bury(shard, std::move(*key), seq);  // an erase of an absent key, in a batch
-    } else if (key && !shard.tombstones.empty()) {
-      shard.tombstones.erase(*key);
     }
+    if (seq != 0) record(shard, h, seq);
   }
 
-  void bury(Shard& shard, K key, Seq seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
-    shard.tombstones.insert_or_assign(std::move(key), seq);
-    if (shard.tombstones.size() < shard.prune_at) return;
+  void record(Shard& shard, std::size_t h, Seq seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
+    shard.recent.insert_or_assign(h, seq);
+    if (shard.recent.size() < shard.prune_at) return;
     const Seq settled = settled_();
-    absl::erase_if(shard.tombstones, [&](const auto& t) { return t.second <= settled; });
-    shard.prune_at = std::max(kMinPrune, 2 * shard.tombstones.size());
+    absl::erase_if(shard.recent, [&](const auto& r) { return r.second <= settled; });
+    shard.prune_at = std::max(kMinPrune, 2 * shard.recent.size());
   }
 
   // publish(value); if it throws, value goes back into *it (when present).
@@ -366,21 +367,19 @@ class Cache {
     try {
       return publish(value);
     } catch (...) {
-      if (it != shard.table.end() && value) it->second.value = std::move(*value);
+      if (it != shard.table.end() && value) it->second = std::move(*value);
       throw;
     }
   }
 
-  // The number of the newest local write to key (0: none since it was
-  // loaded or restored).
-  Seq newest_write(const Shard& shard, typename Table::const_iterator it, const K& key) const
+  // The number of the newest local write that may be pending for the key
+  // with hash h (0: none since it was loaded or restored).
+  Seq newest_write(const Shard& shard, std::size_t h) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
     Seq seq = 0;
-    if (it != shard.table.end()) {
-      seq = it->second.seq;
-    } else if (!shard.tombstones.empty()) {
-      auto t = shard.tombstones.find(key);
-      if (t != shard.tombstones.end()) seq = t->second;
+    if (!shard.recent.empty()) {
+      auto r = shard.recent.find(h);
+      if (r != shard.recent.end()) seq = r->second;
     }
     return std::max(seq, clear_seq_);
   }
@@ -388,7 +387,7 @@ class Cache {
   template <class Out>
   static void copy_shard(const Shard& shard, Out& out) {
     ReaderLock lock(shard.mutex);
-    for (const auto& [k, slot] : shard.table) out.emplace_back(k, slot.value);
+    for (const auto& [k, v] : shard.table) out.emplace_back(k, v);
   }
 
   static std::size_t round_up_pow2(std::size_t n) {

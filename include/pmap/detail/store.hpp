@@ -8,11 +8,12 @@
 //      operation, in queue order); the cache then records it. Writes to one
 //      key are thus queued in the order the cache saw them.
 // The writer thread commits what is queued in groups (one Backend::commit
-// each); the sync thread makes them durable when the backend asks for that
-// (Durability::later) and completes every future of the group with one
-// status. When a commit fails, the writer reads back what the store holds
-// for the group's keys and hands it to the Repair function, before any
-// future of the group completes.
+// each); then the group is finished, by the writer or the sync thread:
+// made durable (Backend::sync, when the commit returned Durability::later)
+// and every future of the group completed with one status. When a commit
+// fails, the writer reads back what the store holds for the group's keys
+// and hands it to the Repair function, before any future of the group
+// completes.
 //
 // Thread safety: every member may be called from any thread (Repair runs on
 // the writer thread).
