@@ -88,8 +88,10 @@ std::string redact_uri(std::string_view uri) {
   std::string out(uri);
   // The password of "scheme://user:password@host...": the user-info part
   // ends at the last '@' before the path, query or fragment.
-  const auto scheme_end = out.find("://");
-  if (scheme_end != std::string::npos) {
+  const auto scheme_end = out.find(':');
+  if (scheme_end != std::string::npos &&
+      valid_scheme(std::string_view(out).substr(0, scheme_end)) &&
+      out.compare(scheme_end, 3, "://") == 0) {
     const std::size_t start = scheme_end + 3;
     const std::size_t end = std::min(out.find_first_of("/?#", start), out.size());
     const std::size_t at = out.rfind('@', end == 0 ? 0 : end - 1);
@@ -98,19 +100,22 @@ std::string redact_uri(std::string_view uri) {
       if (colon != std::string::npos && colon < at) out.replace(colon + 1, at - colon - 1, kHidden);
     }
   }
-  // "password=..." in the query (libpq takes it there too).
+  // "password=..." in the query (libpq takes it there too): each value
+  // replaced in place, everything else left byte for byte.
   const auto query = out.find('?');
   if (query != std::string::npos) {
     std::string rebuilt = out.substr(0, query + 1);
-    bool first = true;
-    for (const auto& p : detail::parse_query(std::string_view(out).substr(query + 1))) {
-      if (!first) rebuilt += '&';
-      first = false;
-      rebuilt += p.name;
-      if (p.has_value) {
-        rebuilt += '=';
-        rebuilt += iequals(p.name, "password") ? kHidden : p.value;
-      }
+    for (std::size_t start = query + 1;;) {
+      const std::size_t end = std::min(out.find('&', start), out.size());
+      const std::string_view param = std::string_view(out).substr(start, end - start);
+      const auto eq = param.find('=');
+      if (eq != std::string_view::npos && iequals(param.substr(0, eq), "password"))
+        rebuilt.append(param.substr(0, eq + 1)).append(kHidden);
+      else
+        rebuilt.append(param);
+      if (end == out.size()) break;
+      rebuilt += '&';
+      start = end + 1;
     }
     out = std::move(rebuilt);
   }

@@ -259,6 +259,8 @@ TEST(Map, UriPasswordsNeverAppearInErrors) {
             "postgresql://h/db?user=a&password=***&x");
   EXPECT_EQ(pmap::redact_uri("postgres://alice@h/db"), "postgres://alice@h/db");
   EXPECT_EQ(pmap::redact_uri("sqlite:/data/a@b:c.db?table=t"), "sqlite:/data/a@b:c.db?table=t");
+  for (const char* same : {"sqlite:x.db?&&table=t&&", "memory:?", "x:?a&b=&=c&&"})
+    EXPECT_EQ(pmap::redact_uri(same), std::string(same)) << "nothing to redact, nothing changed";
 }
 
 // backend() may be called from any thread while another closes the map: it
