@@ -3,10 +3,13 @@
 // The writer thread's loop, in one sentence: wait for the queue to be
 // non-empty, take the longest run of writes at its front that fits a group
 // (never splitting an apply() batch), commit it with one Backend::commit,
-// repair the cache if that failed, and hand the group to the sync thread.
-// The sync thread's loop: take every group handed over, sync once if any
-// needs it, complete every future with its status, give the room back.
-// flush and close markers travel the same way, in queue order.
+// repair the cache if that failed, and finish the group (finish(): itself
+// when nothing waits behind it and nothing is outstanding at the sync
+// thread, else by handing it over). The sync thread's loop: take every group
+// handed over and finish them as one round. finish_round(), on either
+// thread: sync once if any group needs it, complete every future with its
+// status, give the room back. flush markers travel the same way, in queue
+// order; close joins the sync thread, then releases the backend.
 
 #include "writer.hpp"
 
