@@ -73,10 +73,8 @@ std::vector<QueryParam> parse_query(std::string_view query) {
     const std::string_view pair = query.substr(0, amp);
     query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
     const auto eq = pair.find('=');
-    if (eq == std::string_view::npos)
-      out.push_back({pair, {}, false});
-    else
-      out.push_back({pair.substr(0, eq), pair.substr(eq + 1), true});
+    out.push_back({pair.substr(0, eq),
+                   eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1)});
   }
   return out;
 }

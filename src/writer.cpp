@@ -50,7 +50,6 @@ void Store::close(std::shared_ptr<StateBase> done, CloseReport report) {
 }
 std::uint64_t Store::settled() const noexcept { return writer_->settled(); }
 Backend* Store::backend() const { return writer_->backend(); }
-const std::string& Store::description() const noexcept { return writer_->description(); }
 
 // ---------------------------------------------------------------- Writer
 

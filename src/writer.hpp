@@ -67,7 +67,6 @@ class Writer {
   void close(std::shared_ptr<StateBase> done, Store::CloseReport report);
   Seq settled() const noexcept { return settled_.load(std::memory_order_acquire); }
   Backend* backend() const;
-  const std::string& description() const noexcept { return description_; }
 
  private:
   struct Item {

@@ -22,7 +22,6 @@ std::unique_ptr<Backend> open_memory_uri(std::string_view rest);
 struct QueryParam {
   std::string_view name;
   std::string_view value;
-  bool has_value = false;  // there was an '='
 };
 // "a=1&b=2" -> {a: 1, b: 2}, in order; an empty query gives none.
 std::vector<QueryParam> parse_query(std::string_view query);

@@ -552,7 +552,7 @@ std::unique_ptr<Backend> detail::open_sqlite_uri(std::string_view rest) {
   SqliteOptions options;
   if (q == std::string_view::npos) return std::make_unique<SqliteBackend>(path, options);
   const std::string uri = "URI " + redact_uri("sqlite:" + std::string(rest));
-  for (const auto& [name, value, has_value] : parse_query(rest.substr(q + 1))) {
+  for (const auto& [name, value] : parse_query(rest.substr(q + 1))) {
     if (name == "table") {
       options.table = std::string(value);
     } else if (name == "synchronous") {

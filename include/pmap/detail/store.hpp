@@ -79,7 +79,6 @@ class Store {
     ~Ticket();
 
    private:
-    friend class Store;
     friend class Writer;
 
     // Sequence numbers of the write queue, one per operation, in queue order
@@ -116,8 +115,6 @@ class Store {
 
   // The backend, until close() has released it (then null).
   Backend* backend() const;
-  // backend->describe(), taken at open.
-  const std::string& description() const noexcept;
   const std::shared_ptr<Completion>& completion() const noexcept { return completion_; }
 
  private:
