@@ -72,6 +72,7 @@ Writer::Writer(std::unique_ptr<Backend> backend, std::shared_ptr<Completion> com
   }
   taken_.reserve(items);
   writes_.reserve(std::min(max_group_writes_, items));
+  backend_->report_to([completion = completion_](const Error& e) { completion->report(e); });
   sync_thread_ = std::thread([this] { run_sync(); });
   thread_ = std::thread([this] { run(); });
 }

@@ -30,6 +30,8 @@
 #include <string_view>
 #include <vector>
 
+#include "pmap/error.hpp"
+
 namespace pmap {
 
 // One change in a batch. `value` is used only by put.
@@ -111,6 +113,16 @@ class Backend {
   // writer thread, or before the map is opened. nullptr: this backend has no
   // such session (the default).
   virtual std::unique_ptr<Backend> open_reader() { return nullptr; }
+
+  // Where to report a problem that fails no operation, so that nobody's
+  // future sees it — the CSV backend's compaction skipped on a full disk, a
+  // close that could not tidy up. report(error) hands it to the map's
+  // Options::on_error; it may be called from any member, the destructor
+  // included, and is thread-safe. A backend keeps what it noticed before
+  // this call (in its constructor) and reports it from within the call.
+  // Called once, by the map's constructor, after scan(). Default: a
+  // backend with nothing of the kind to say ignores it.
+  virtual void report_to(std::function<void(const Error&)> report) { (void)report; }
 
   // (Stores that several processes share will add members of the same kind,
   // each with a default that keeps a backend like the above working as a

@@ -34,7 +34,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <functional>
 #include <map>
+#include <utility>
 #include <vector>
 
 #include "builtin.hpp"
@@ -172,29 +174,52 @@ struct CsvBackend::Impl {
   detail::FileLock lock;
   detail::FileWatch watch{path};
   std::map<std::string, std::string, std::less<>> entries;  // the committed state
-  std::size_t lines = 0;      // data lines in the file: rows, batch markers, batch lines
-  int fd = -1;                // the file, open for appending
-  off_t size = 0;             // bytes in the file (all committed)
-  std::string pending_error;  // a compaction after a committed write failed: told by flush()
+  std::size_t live_bytes = 0;  // the bytes of entries' keys and values
+  std::size_t lines = 0;       // data lines in the file: rows, batch markers, batch lines
+  int fd = -1;                 // the file, open for appending (-1: to be reopened)
+  off_t size = 0;              // bytes in the file (all committed)
+  off_t header_end = 0;        // where the rows begin: a clear cuts the file back to it
+  bool header_has_eol = true;  // whether the header line ends with a line end
+  // Written before the next append: the header (the file is empty) or a line
+  // end (its last line has none, as a hand-written file may end).
+  std::string lead;
+  bool directory_unsynced = false;  // a rename or create is not durable yet
+  bool untidy = false;              // not compact, though every line is live
+  bool opened = false;              // the constructor completed: closing may compact
+
+  // Compaction: an optimisation that may fail (see compact()).
+  std::function<void(const Error&)> report;  // Backend::report_to's; until then:
+  std::vector<Error> unreported;
+  bool compaction_reported = false;  // since the last compaction that ran
+  std::size_t retry_at = 0;          // after a failed attempt: lines before the next
 
   Impl(std::filesystem::path p, std::string w, detail::FileLock l)
       : path(std::move(p)), where(std::move(w)), lock(std::move(l)) {}
   ~Impl() {
-    if (fd >= 0) {
+    // At rest the file is compact; but never recreate or overwrite a file
+    // another program deleted, replaced or changed.
+    if (opened && fd >= 0 && (lines != entries.size() || untidy)) {
       try {
-        // At rest the file is compact; but never recreate or overwrite a
-        // file another program deleted, replaced or changed.
-        if (lines != entries.size()) {
-          watch.check(where, detail::FileWatch::Size::exact);
-          rewrite();
-        }
-      } catch (const std::exception& e) {
-        // Closing must not throw, and a destructor has nobody to tell but
-        // stderr; the file is valid (committed batches) as it is.
-        std::fprintf(stderr, "pmap: %s: not compacted at close (%s); the data is safe\n",
-                     where.c_str(), e.what());
+        watch.check(where, detail::FileWatch::Size::exact);
+        compact("at close");
+      } catch (const Error& e) {
+        tell(Error(e.code(), std::string(e.what()) + " (not compacted at close)"));
       }
-      ::close(fd);
+    }
+    if (fd >= 0) ::close(fd);
+    // Nobody to tell (the backend was used without a map): stderr it is.
+    for (const Error& e : unreported) std::fprintf(stderr, "pmap: %s\n", e.what());
+  }
+
+  // A problem that fails no write, for Options::on_error.
+  void tell(const Error& e) noexcept {
+    try {
+      if (report)
+        report(e);
+      else
+        unreported.push_back(e);
+    } catch (...) {
+      std::fprintf(stderr, "pmap: %s\n", e.what());
     }
   }
 
@@ -204,18 +229,44 @@ struct CsvBackend::Impl {
                                    "a backup)");
   }
 
-  // Parses the whole file into entries and counts its lines.
-  void load(const std::string& content) {
+  void put(std::string key, std::string value) {
+    live_bytes += key.size() + value.size();
+    auto [it, added] = entries.try_emplace(std::move(key));
+    if (!added) live_bytes -= it->first.size() + it->second.size();
+    it->second = std::move(value);
+  }
+  void remove(std::string_view key) {
+    auto it = entries.find(key);
+    if (it == entries.end()) return;
+    live_bytes -= it->first.size() + it->second.size();
+    entries.erase(it);
+  }
+  void remove_all() {
+    entries.clear();
+    live_bytes = 0;
+  }
+
+  // Parses the whole file into entries, counts its lines, and notes where
+  // appends may go: after the last complete record (an incomplete batch at
+  // the end, torn by a crash, is cut off before the first append).
+  // Returns that length.
+  std::size_t load(const std::string& content) {
     std::string_view data = content;
-    if (data.substr(0, kBom.size()) == kBom) data.remove_prefix(kBom.size());
+    const std::size_t bom = data.substr(0, kBom.size()) == kBom ? kBom.size() : 0;
+    data.remove_prefix(bom);
     Parser parser(data, 1);
     std::vector<Field> fields;
     bool terminated = false;
     auto status = parser.next(fields, terminated);
-    if (status == Parser::Status::end) return;  // an empty file: an empty map
+    if (status == Parser::Status::end) {  // an empty file: an empty map
+      lead = std::string(kHeader);
+      return content.size();
+    }
     if (status != Parser::Status::record) corrupt(1, describe_status(status));
     if (fields.size() != 2 || fields[0].text != "key" || fields[1].text != "value")
       corrupt(1, "expected the header key,value");
+    header_end = static_cast<off_t>(bom + parser.pos());
+    header_has_eol = terminated;
 
     for (;;) {
       const std::size_t at = parser.pos();
@@ -223,18 +274,19 @@ struct CsvBackend::Impl {
       if (rest.substr(0, kMarker.size()) == kMarker ||
           (rest.find('\n') == std::string_view::npos && kMarker.substr(0, rest.size()) == rest &&
            !rest.empty())) {
-        if (!load_batch(data, parser)) return;  // an incomplete batch at the end: ignored
+        if (!load_batch(data, parser)) return bom + at;  // an incomplete batch at the end
         continue;
       }
       status = parser.next(fields, terminated);
-      if (status == Parser::Status::end) return;
+      if (status == Parser::Status::end) return content.size();
       if (status != Parser::Status::record) corrupt(parser.record_line(), describe_status(status));
+      if (!terminated) lead = "\n";  // the last line: the next append starts a new one
       if (fields.size() == 1 && fields[0].text.empty() && !fields[0].quoted) continue;  // blank
       if (fields.size() != 2)
         corrupt(parser.record_line(),
                 "expected 2 fields (key,value), found " + std::to_string(fields.size()));
       ++lines;
-      entries.insert_or_assign(std::move(fields[0].text), std::move(fields[1].text));
+      put(std::move(fields[0].text), std::move(fields[1].text));
     }
   }
 
@@ -281,12 +333,13 @@ struct CsvBackend::Impl {
     }
     for (auto& [key, value] : ops) {
       if (value)
-        entries.insert_or_assign(std::move(key), std::move(*value));
+        put(std::move(key), std::move(*value));
       else
-        entries.erase(key);
+        remove(key);
     }
     lines += 1 + ops.size();
     parser.seek(body_start + length, inner.line());
+    lead.clear();  // a batch ends with its line end
     return true;
   }
 
@@ -301,25 +354,138 @@ struct CsvBackend::Impl {
     return out;
   }
 
+  // Opens the file for appending and locks it beside the lock file (see
+  // detail::lock_data_file), unless the lock is on the file itself.
   void open_for_append() {
-    if (fd >= 0) ::close(fd);
-    fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
-    if (fd < 0) detail::throw_errno(errno, where + ": cannot open for writing");
-    size = ::lseek(fd, 0, SEEK_END);
-    if (size < 0) detail::throw_errno(errno, where + ": cannot seek");
-    watch.seen(where);
+    if (fd >= 0) ::close(std::exchange(fd, -1));
+    const int f = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (f < 0) detail::throw_errno(errno, where + ": cannot open for writing");
+    try {
+      if (!lock.on_data_file()) detail::lock_data_file(f, "CSV file " + path.string());
+      size = ::lseek(f, 0, SEEK_END);
+      if (size < 0) detail::throw_errno(errno, where + ": cannot seek");
+      watch.seen(where);
+    } catch (...) {
+      ::close(f);
+      throw;
+    }
+    fd = f;
   }
 
+  // Cuts the file back to `length` bytes and makes that durable; needs no
+  // free space. Errors: Errc::io, the file as it was when the truncation
+  // failed, cut but perhaps not durably when the fsync did.
+  void cut_back(off_t length) {
+    if (::ftruncate(fd, length) != 0) detail::throw_errno(errno, where + ": cannot truncate");
+    size = length;
+    watch.expect_size(size);
+    if (::fdatasync(fd) != 0) detail::throw_errno(errno, where + ": cannot fsync");
+  }
+
+  // Replaces the file with its compact form. Errors: when the copy cannot
+  // be written or renamed, with the file and this object as they were.
   void rewrite() {
     const std::string content = compact_form();
     detail::replace_file(path, content);
-    lines = entries.size();
-    open_for_append();
+    adopt(content.size());
   }
 
-  void compact_if_needed() {
+  // After the compact form (of `length` bytes) was renamed over the file:
+  // appends go to the new file. Errors: as open_for_append(), with fd -1
+  // (prepare_write() opens it again).
+  void adopt(std::size_t length) {
+    lines = entries.size();
+    header_end = static_cast<off_t>(kHeader.size());
+    header_has_eol = true;
+    lead.clear();
+    untidy = false;
+    size = static_cast<off_t>(length);
+    directory_unsynced = true;
+    if (fd >= 0) ::close(std::exchange(fd, -1));
+    watch.seen(where);
+    open_for_append();
+    // Until the rename is durable, appends could go into a file that a
+    // crash would take away with them: prepare_write() retries the sync.
+    try {
+      sync_directory();
+    } catch (const Error&) {
+    }
+  }
+
+  void sync_directory() {
+    detail::sync_directory(path.parent_path());
+    directory_unsynced = false;
+  }
+
+  // Compaction is an optimisation: the file is valid as it is. When it cannot
+  // run — no room for the compacted copy, a size limit, a directory this
+  // process may not write, a lock on the file itself — the store goes on as
+  // it is (reads, and appends while they fit), the first failure is told
+  // through report_to() (once, until a compaction runs), and the next chance
+  // tries again: the next write that finds the file worth compacting, close,
+  // the next open. An attempt that failed although the space seemed to be
+  // there waits for the file to grow by a quarter first.
+  // Returns whether it ran.
+  bool compact(const char* when) noexcept {
+    const auto skipped = [&](const std::string& why) {
+      if (compaction_reported) return;
+      compaction_reported = true;
+      tell(Error(Errc::io, where + ": not compacted " + when + ": " + why +
+                               ". The data is safe and the store works as it is (reads, and "
+                               "writes while they fit); the file is only longer than it needs "
+                               "to be. Compaction is tried again after writes, at close and at "
+                               "the next open."));
+    };
+    if (lock.on_data_file()) {
+      skipped("the lock file " + path.string() +
+              ".pmap-lock could not be created, so the file itself is locked, and "
+              "compaction would replace it; give the directory room and write permission");
+      return false;
+    }
+    // The compacted copy is written beside the file before it replaces it.
+    const unsigned long long needed = kHeader.size() + live_bytes + 3 * entries.size();
+    const unsigned long long free = fd >= 0 ? detail::free_bytes(fd) : needed;
+    if (free < needed) {
+      skipped("its compacted copy needs about " + std::to_string(needed) + " bytes and " +
+              std::to_string(free) + " are free; free some disk space");
+      return false;
+    }
+    try {
+      rewrite();
+      compaction_reported = false;
+      retry_at = 0;
+      return true;
+    } catch (const Error& e) {
+      retry_at = lines + std::max(kMinLinesToCompact, lines / 4);
+      skipped(e.what());
+    } catch (const std::exception& e) {  // std::bad_alloc building the copy
+      retry_at = lines + std::max(kMinLinesToCompact, lines / 4);
+      skipped(e.what());
+    }
+    return false;
+  }
+
+  void compact_if_needed() noexcept {
     const std::size_t dead = lines - std::min(lines, entries.size());
-    if (lines >= kMinLinesToCompact && dead > entries.size()) rewrite();
+    if (lines >= kMinLinesToCompact && dead > entries.size() && lines >= retry_at)
+      compact("after a write");
+  }
+
+  // Before a write: the file must still be the one the backend wrote, at
+  // the length it left it (appending to a file another program deleted,
+  // replaced or changed would lose the batch or land it after garbage), and
+  // the last rename durable.
+  void prepare_write() {
+    if (fd < 0) {
+      // A failed append could not be cut back off (or the file not reopened
+      // after a compaction): our file, at least as long as we left it?
+      watch.check(where, detail::FileWatch::Size::at_least);
+      const off_t committed = size;
+      open_for_append();
+      cut_back(committed);
+    }
+    watch.check(where, detail::FileWatch::Size::exact);
+    if (directory_unsynced) sync_directory();
   }
 
   void append(std::span<const Write> batch) {
@@ -332,7 +498,8 @@ struct CsvBackend::Impl {
       }
       body.push_back('\n');
     }
-    std::string record(kMarker);
+    std::string record = lead;
+    record += kMarker;
     record += std::to_string(body.size());
     record.push_back('\n');
     record += body;
@@ -351,13 +518,15 @@ struct CsvBackend::Impl {
       if (::fdatasync(fd) != 0) detail::throw_errno(errno, where + ": cannot fsync");
     } catch (...) {
       // Take the partial batch back out, so the next append does not follow
-      // garbage. If even that fails, the next open ignores or rejects it.
-      if (::ftruncate(fd, before) != 0) {
-        ::close(fd);
-        fd = -1;
-      }
+      // garbage. If even that fails, the next write cuts it (prepare_write).
+      if (::ftruncate(fd, before) != 0) ::close(std::exchange(fd, -1));
       throw;
     }
+    if (lead == kHeader) {
+      header_end = static_cast<off_t>(kHeader.size());
+      header_has_eol = true;
+    }
+    lead.clear();
     size = before + static_cast<off_t>(record.size());
     watch.expect_size(size);
     lines += 1 + batch.size();
@@ -369,25 +538,32 @@ CsvBackend::CsvBackend(std::filesystem::path path) {
   path = std::filesystem::absolute(path).lexically_normal();
   detail::check_file_path(path, "CSV file");
   const std::string where = "csv:" + path.string();
-  detail::FileLock lock(path.string() + ".pmap-lock", "CSV file " + path.string());
+  const std::filesystem::path tmp = path.string() + ".pmap-tmp";
+  std::error_code ec;
+  const bool exists = std::filesystem::exists(path, ec);
+  detail::FileLock lock(path.string() + ".pmap-lock", "CSV file " + path.string(),
+                        exists ? &path : nullptr);
   impl_ = std::make_unique<Impl>(path, where, std::move(lock));
   Impl& d = *impl_;
+  // A compaction's copy that a crash left behind (we hold the lock: nobody
+  // else is compacting): it only takes space.
+  std::filesystem::remove(tmp, ec);
 
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) {
+  if (!exists) {
     d.rewrite();  // a new file: just the header
+    d.opened = true;
     return;
   }
-  // A read-only file is refused before a compaction could replace it.
-  const int probe = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-  if (probe < 0) detail::throw_errno(errno, where + ": cannot open for writing");
-  ::close(probe);
   const std::string content = detail::read_file(path);
-  d.load(content);
-  if (content != d.compact_form())
-    d.rewrite();
-  else
-    d.open_for_append();
+  const std::size_t valid = d.load(content);
+  // Appends go here; a read-only file is refused before a compaction could
+  // replace it.
+  d.open_for_append();
+  if (content != d.compact_form() && !d.compact("at open")) {
+    d.untidy = true;
+    if (static_cast<std::size_t>(d.size) > valid) d.cut_back(static_cast<off_t>(valid));
+  }
+  d.opened = true;
 }
 
 CsvBackend::CsvBackend(CsvBackend&&) noexcept = default;
@@ -406,63 +582,63 @@ std::optional<std::string> CsvBackend::get(std::string_view key) {
 
 void CsvBackend::write(std::span<const Write> batch) {
   Impl& d = *impl_;
-  // Appending to a file another program deleted, replaced or changed would
-  // lose the batch or land it after garbage.
-  if (d.fd < 0)
-    d.rewrite();  // an earlier failed append could not be cut off: rewrite the file
-  else
-    d.watch.check(d.where, detail::FileWatch::Size::exact);
-  const bool clears = std::any_of(batch.begin(), batch.end(),
-                                  [](const Write& w) { return w.op == Write::Op::clear; });
-  if (clears) {
-    // A clear rewrites the file: stage the new state, swap it in on success.
-    auto staged = d.entries;
-    for (const Write& w : batch) {
-      switch (w.op) {
-        case Write::Op::put:
-          staged.insert_or_assign(w.key, w.value);
-          break;
-        case Write::Op::erase:
-          staged.erase(w.key);
-          break;
-        case Write::Op::clear:
-          staged.clear();
-          break;
-      }
-    }
+  d.prepare_write();
+  const auto last_clear = std::find_if(batch.rbegin(), batch.rend(), [](const Write& w) {
+    return w.op == Write::Op::clear;
+  });
+  if (last_clear == batch.rbegin()) {
+    // Ends with a clear: the file goes back to its header, in place (a
+    // truncation needs no free space, and is one step).
+    if (::ftruncate(d.fd, d.header_end) != 0)
+      detail::throw_errno(errno, d.where + ": cannot truncate");
+    d.lead = d.header_end == 0 ? std::string(kHeader) : d.header_has_eol ? "" : "\n";
+    d.remove_all();
+    d.lines = 0;
+    d.size = d.header_end;
+    d.watch.expect_size(d.size);
+    if (::fdatasync(d.fd) != 0) detail::throw_errno(errno, d.where + ": cannot fsync");
+    return;
+  }
+  if (last_clear != batch.rend()) {
+    // A clear and then more: the file is rewritten with the new state,
+    // staged and swapped in on success.
+    std::map<std::string, std::string, std::less<>> staged;
     staged.swap(d.entries);
+    const std::size_t live_bytes = std::exchange(d.live_bytes, 0);
+    for (auto w = last_clear.base(); w != batch.end(); ++w) {
+      if (w->op == Write::Op::put)
+        d.put(w->key, w->value);
+      else
+        d.remove(w->key);
+    }
+    std::string content;
     try {
-      d.rewrite();
-    } catch (...) {
+      content = d.compact_form();
+      detail::replace_file(d.path, content);
+    } catch (...) {  // nothing changed
       staged.swap(d.entries);
+      d.live_bytes = live_bytes;
       throw;
     }
+    d.adopt(content.size());
     return;
   }
   d.append(batch);
   for (const Write& w : batch) {
     if (w.op == Write::Op::put)
-      d.entries.insert_or_assign(w.key, w.value);
+      d.put(w.key, w.value);
     else
-      d.entries.erase(w.key);
+      d.remove(w.key);
   }
-  try {
-    d.compact_if_needed();
-  } catch (const Error& e) {
-    // The batch is committed; the file is valid, only longer than it needs to be.
-    d.pending_error = e.what();
-  }
+  d.compact_if_needed();
 }
 
-void CsvBackend::flush() {
-  // Every append is already fsynced; report a compaction failure that no
-  // write could (its batch had succeeded).
+void CsvBackend::flush() {}  // every append is already fsynced
+
+void CsvBackend::report_to(std::function<void(const Error&)> report) {
   Impl& d = *impl_;
-  if (!d.pending_error.empty()) {
-    std::string message = std::move(d.pending_error);
-    d.pending_error.clear();
-    throw Error(Errc::io, message + " (while compacting; the data is safe)");
-  }
+  d.report = std::move(report);
+  for (const Error& e : std::exchange(d.unreported, {})) d.tell(e);
 }
 
 std::string CsvBackend::describe() const { return impl_ ? impl_->where : "csv:(moved-from)"; }

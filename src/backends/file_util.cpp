@@ -3,10 +3,12 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <utility>
 
 namespace pmap::detail {
@@ -46,36 +48,78 @@ void check_file_path(const std::filesystem::path& path, std::string_view kind) {
                               parent.string() + " does not exist; create it first");
 }
 
-FileLock::FileLock(const std::filesystem::path& lock_path, const std::string& what) {
+namespace {
+
+// Who holds a lock, as far as the pid recorded in its lock file (fd, open
+// for reading; -1: none) tells.
+std::string holder_of(int fd) {
+  char buf[32] = {};
+  const ssize_t n = fd >= 0 ? ::pread(fd, buf, sizeof buf - 1, 0) : 0;
+  if (n <= 0) return "another process";
+  const long pid = std::strtol(buf, nullptr, 10);
+  return pid == static_cast<long>(::getpid()) ? "another map in this process"
+                                              : "process " + std::to_string(pid);
+}
+
+[[noreturn]] void throw_locked(const std::string& what, const std::string& holder,
+                               const std::string& how) {
+  throw Error(Errc::locked, what + " is already open in " + holder + " (" + how +
+                                "); close that map first, or open a different file or table");
+}
+
+// Lock files are expendable: these mean "cannot have one here", not "cannot open".
+bool no_room_or_no_right(int err) {
+  return err == EACCES || err == EPERM || err == EROFS || err == ENOSPC || err == EDQUOT;
+}
+
+}  // namespace
+
+FileLock::FileLock(const std::filesystem::path& lock_path, const std::string& what,
+                   const std::filesystem::path* fallback) {
+  bool writable = true;
   fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0 && no_room_or_no_right(errno)) {
+    const int create_error = errno;
+    writable = false;
+    fd_ = ::open(lock_path.c_str(), O_RDONLY | O_CLOEXEC);  // another user's lock file
+    if (fd_ < 0 && errno == ENOENT && fallback) {
+      fd_ = ::open(fallback->c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd_ < 0) throw_errno(create_error, "cannot create the lock file " + lock_path.string());
+      on_data_file_ = true;
+    } else if (fd_ < 0) {
+      throw_errno(create_error, "cannot create the lock file " + lock_path.string());
+    }
+  }
   if (fd_ < 0) throw_errno(errno, "cannot create the lock file " + lock_path.string());
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
-    char buf[32] = {};
-    const ssize_t n = ::pread(fd_, buf, sizeof buf - 1, 0);
-    ::close(fd_);
-    fd_ = -1;
+    const std::string holder = holder_of(on_data_file_ ? -1 : fd_);
+    ::close(std::exchange(fd_, -1));
     if (err != EWOULDBLOCK) throw_errno(err, "cannot lock " + lock_path.string());
-    std::string holder = "another process";
-    if (n > 0) {
-      const long pid = std::strtol(buf, nullptr, 10);
-      holder = pid == static_cast<long>(::getpid()) ? "another map in this process"
-                                                    : "process " + std::to_string(pid);
-    }
-    throw Error(Errc::locked, what + " is already open in " + holder + " (lock file " +
-                                  lock_path.string() +
-                                  "); close that map first, or open a different file or table");
+    throw_locked(what, holder,
+                 on_data_file_ ? "it holds the file itself locked; " + lock_path.string() +
+                                     " could not be created here"
+                               : "lock file " + lock_path.string());
   }
+  if (!writable) return;
   const std::string pid = std::to_string(::getpid()) + "\n";
   // The pid is only for the message above; failing to record it is harmless.
   if (::ftruncate(fd_, 0) == 0) (void)!::pwrite(fd_, pid.data(), pid.size(), 0);
+}
+
+void lock_data_file(int fd, const std::string& what) {
+  if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return;
+  if (errno != EWOULDBLOCK) throw_errno(errno, "cannot lock " + what);
+  throw_locked(what, "another process",
+               "it holds the file itself locked, having been unable to create a lock file");
 }
 
 FileLock::~FileLock() {
   if (fd_ >= 0) ::close(fd_);  // closing releases the flock
 }
 
-FileLock::FileLock(FileLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+FileLock::FileLock(FileLock&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)), on_data_file_(other.on_data_file_) {}
 
 std::string read_file(const std::filesystem::path& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -133,7 +177,6 @@ void replace_file(const std::filesystem::path& path, std::string_view content) {
     ::unlink(tmp.c_str());
     throw_errno(err, "cannot rename " + tmp.string() + " to " + path.string());
   }
-  sync_directory(path.parent_path());
 }
 
 void sync_directory(const std::filesystem::path& dir) {
@@ -146,6 +189,12 @@ void sync_directory(const std::filesystem::path& dir) {
   if (rc != 0 && err != EINVAL) throw_errno(err, "cannot fsync directory " + d.string());
 }
 
+unsigned long long free_bytes(int fd) noexcept {
+  struct statvfs st {};
+  if (::fstatvfs(fd, &st) != 0) return std::numeric_limits<unsigned long long>::max();
+  return static_cast<unsigned long long>(st.f_bavail) * st.f_frsize;
+}
+
 void FileWatch::seen(const std::string& where) {
   struct stat st {};
   if (::stat(path_.c_str(), &st) != 0) throw_errno(errno, where + ": cannot stat the file");
@@ -154,32 +203,52 @@ void FileWatch::seen(const std::string& where) {
   size_ = st.st_size;
 }
 
-void FileWatch::check(const std::string& where, Size rule) {
-  if (size_ < 0) return;
-  constexpr const char* kInMemory =
-      " Every committed entry is still in the map's memory: snapshot() copies it out.";
+FileWatch::Change FileWatch::changed(const std::string& where, Size rule,
+                                     const std::function<bool(long long)>& shrink_ok) {
+  if (size_ < 0) return Change::none;
   struct stat st {};
   if (::stat(path_.c_str(), &st) != 0) {
     if (errno != ENOENT) throw_errno(errno, where + ": cannot stat the file");
-    throw Error(Errc::io, where +
-                              ": the file was deleted or moved away by another program while "
-                              "the map had it open; writes are refused so that none goes into a "
-                              "file nobody can open. Put the file back to resume writing." +
-                              kInMemory);
+    return Change::gone;
   }
-  if (st.st_dev != device_ || st.st_ino != inode_)
-    throw Error(Errc::io, where +
-                              ": the file was replaced by another program while the map had it "
-                              "open (persistent-map did not write the new file); writes are "
-                              "refused. Close the map before changing its file." +
-                              kInMemory);
-  if (rule != Size::any && (st.st_size < size_ || (rule == Size::exact && st.st_size != size_)))
-    throw Error(Errc::corrupt,
-                where + ": the file was " + (st.st_size < size_ ? "truncated" : "changed") +
-                    " by another program while the map had it open (" + std::to_string(st.st_size) +
-                    " bytes, expected " + std::to_string(size_) +
-                    "); writes are refused. Restore the file from a backup." + kInMemory);
+  if (st.st_dev != device_ || st.st_ino != inode_) return Change::replaced;
+  now_ = st.st_size;
+  if (rule != Size::any && st.st_size < size_ && !(shrink_ok && shrink_ok(st.st_size)))
+    return Change::shrunk;
+  if (rule == Size::exact && st.st_size > size_) return Change::grown;
   size_ = st.st_size;
+  return Change::none;
+}
+
+void FileWatch::check(const std::string& where, Size rule,
+                      const std::function<bool(long long)>& shrink_ok) {
+  constexpr const char* kInMemory =
+      " Every committed entry is still in the map's memory: snapshot() copies it out.";
+  switch (changed(where, rule, shrink_ok)) {
+    case Change::none:
+      return;
+    case Change::gone:
+      throw Error(Errc::io, where +
+                                ": the file was deleted or moved away by another program while "
+                                "the map had it open; writes are refused so that none goes into "
+                                "a file nobody can open. Put the file back to resume writing." +
+                                kInMemory);
+    case Change::replaced:
+      throw Error(Errc::io, where +
+                                ": the file was replaced by another program while the map had it "
+                                "open (persistent-map did not write the new file); writes are "
+                                "refused. Close the map before changing its file." +
+                                kInMemory);
+    case Change::shrunk:
+    case Change::grown:
+      throw Error(Errc::corrupt, where + ": the file was " +
+                                     (now_ < size_ ? "truncated" : "changed") +
+                                     " by another program while the map had it open (" +
+                                     std::to_string(now_) + " bytes, expected " +
+                                     std::to_string(size_) +
+                                     "); writes are refused. Restore the file from a backup." +
+                                     kInMemory);
+  }
 }
 
 }  // namespace pmap::detail

@@ -213,9 +213,9 @@ struct SqliteBackend::Impl {
   std::string where;                     // sqlite:/abs/path#table
   std::optional<detail::FileLock> lock;  // none for a reader session
   detail::FileWatch watch{path};
-  bool shrinks = false;  // auto_vacuum: checkpoints may shorten the file
   sqlite3* db = nullptr;
   std::string wal_path;
+  std::optional<detail::FileWatch> wal_watch;
   int wal_fd = -1;  // the WAL, opened by sync() (on the sync thread)
   sqlite3_stmt* begin = nullptr;
   sqlite3_stmt* commit = nullptr;
@@ -327,6 +327,57 @@ struct SqliteBackend::Impl {
     return value;
   }
 
+  // Whether a database file of `size` bytes, shorter than when last seen,
+  // was shortened by SQLite itself — a VACUUM, or an auto_vacuum, by this
+  // or another connection, copied into the file by a checkpoint — rather
+  // than cut by another program. A checkpoint writes page 1, whose header
+  // holds the database's page count, before it truncates the file to that
+  // count; a file cut short by anyone else is shorter than its header says.
+  bool shortened_by_sqlite(long long size) const {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    std::array<unsigned char, 100> h{};
+    const bool read = ::pread(fd, h.data(), h.size(), 0) == static_cast<ssize_t>(h.size());
+    ::close(fd);
+    if (!read || std::memcmp(h.data(), "SQLite format 3", 16) != 0) return false;
+    const auto be32 = [&](int at) {
+      return std::uint32_t{h[at]} << 24 | std::uint32_t{h[at + 1]} << 16 |
+             std::uint32_t{h[at + 2]} << 8 | std::uint32_t{h[at + 3]};
+    };
+    const std::uint32_t page_size = h[16] == 0 && h[17] == 1 ? 65536u : (h[16] << 8 | h[17]);
+    const std::uint32_t pages = be32(28);
+    // The page count is valid when the change counter matches the
+    // "version-valid-for" number (SQLite's file format, section 1.3.7).
+    if (pages == 0 || be32(24) != be32(92) || page_size < 512) return false;
+    return static_cast<long long>(pages) * page_size <= size;
+  }
+
+  // Before a commit: the database file and its WAL are still the ones this
+  // connection has open, and the database file no shorter than SQLite left
+  // it. SQLite alone would go on committing into a deleted or truncated file.
+  void check_files() {
+    watch.check(where, detail::FileWatch::Size::at_least,
+                [this](long long size) { return shortened_by_sqlite(size); });
+    if (!wal_watch) return;
+    const auto change = wal_watch->changed(where, detail::FileWatch::Size::any);
+    if (change == detail::FileWatch::Change::none) return;
+    // This connection still reads its WAL: copy what the WAL holds into the
+    // database file, so that nothing committed depends on the lost file.
+    const int rc = sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_FULL, nullptr, nullptr);
+    throw Error(Errc::io,
+                where + ": its WAL " + wal_path + " was " +
+                    (change == detail::FileWatch::Change::gone ? "deleted or moved away"
+                                                               : "replaced") +
+                    " by another program while the map had it open; writes are refused, since "
+                    "they would go into a file nobody can open (SQLite deletes its WAL itself; "
+                    "never delete or replace it while a connection is open). " +
+                    (rc == SQLITE_OK
+                         ? "Every committed entry has been copied into the database file: "
+                           "reopen the map to write again."
+                         : "Every committed entry is still in the map's memory: snapshot() "
+                           "copies it out."));
+  }
+
   static std::string_view column(sqlite3_stmt* stmt, int i) {
     const void* p = sqlite3_column_blob(stmt, i);  // before column_bytes: no conversion
     const int n = sqlite3_column_bytes(stmt, i);
@@ -381,16 +432,24 @@ SqliteBackend::SqliteBackend(std::filesystem::path path, SqliteOptions options) 
       sqlite3_open_v2(path.c_str(), &d.db,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) d.fail(rc, "cannot open the database");
+  // Keep the WAL and its index (-shm) after the last connection closes (the
+  // WAL empty, as journal_size_limit cuts it to nothing then): SQLite needs
+  // the index's pages to open the database at all, and a disk that filled
+  // up meanwhile would otherwise keep the store from opening.
+  int persist_wal = 1;
+  sqlite3_file_control(d.db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist_wal);
   // SQLite puts the WAL beside the real file when path is a symbolic link.
   const char* wal = sqlite3_filename_wal(sqlite3_db_filename(d.db, "main"));
   d.wal_path = wal && *wal ? std::string(wal) : path.string() + "-wal";
   // SQLite falls back to read-only when it cannot write the file; the map
   // would then fail on its first write. Say so now.
-  if (sqlite3_db_readonly(d.db, "main") == 1)
-    throw Error(Errc::io, where +
-                              ": the database file is read-only for this process, and the "
-                              "map needs to write it (check the file's permissions and owner, "
-                              "and whether its file system is mounted read-only)");
+  if (sqlite3_db_readonly(d.db, "main") == 1) {
+    const std::string why = ::access(path.c_str(), W_OK) != 0 ? std::strerror(errno) : "";
+    throw Error(Errc::io, where + ": the database file is read-only for this process" +
+                              (why.empty() ? "" : " (" + why + ")") +
+                              ", and the map needs to write it (check the file's permissions "
+                              "and owner, and whether its file system is mounted read-only)");
+  }
   sqlite3_extended_result_codes(d.db, 1);
   sqlite3_busy_timeout(d.db, static_cast<int>(d.options.busy_timeout.count()));
 
@@ -425,7 +484,11 @@ SqliteBackend::SqliteBackend(std::filesystem::path path, SqliteOptions options) 
   d.exec(create.c_str(), "cannot create table " + d.options.table);
 
   d.watch.seen(where);
-  d.shrinks = d.pragma_int("auto_vacuum") != 0;
+  std::error_code exists_error;
+  if (std::filesystem::exists(d.wal_path, exists_error)) {
+    d.wal_watch.emplace(d.wal_path);
+    d.wal_watch->seen(where);
+  }
 
   d.begin = d.prepare("BEGIN IMMEDIATE");
   d.commit = d.prepare("COMMIT");
@@ -468,9 +531,7 @@ void SqliteBackend::sync() {
 
 Durability SqliteBackend::commit(std::span<const Write> batch) {
   Impl& d = *impl_;
-  // SQLite would go on committing into a deleted or truncated file.
-  d.watch.check(d.where,
-                d.shrinks ? detail::FileWatch::Size::any : detail::FileWatch::Size::at_least);
+  d.check_files();
   sort_by_key(batch, d.order);
   d.run(d.begin, "cannot begin a transaction");
   try {

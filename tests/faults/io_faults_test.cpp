@@ -20,6 +20,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -37,7 +38,8 @@ namespace fs = std::filesystem;
 
 // A tmpfs of a few MiB mounted on a temp dir (needs root, as CI runs): a real
 // "No space left on device". fill() takes all its space with a ballast file;
-// free_space() deletes it.
+// free_space() deletes it. ballast() takes some, under a name, for
+// free_space(name) to give back.
 class SmallFs {
  public:
   explicit SmallFs(std::size_t bytes) {
@@ -70,7 +72,11 @@ class SmallFs {
     ::statvfs(dir_.path().c_str(), &st);
     return static_cast<std::size_t>(st.f_bavail) * st.f_frsize;
   }
-  void free_space() { fs::remove(dir_ / "ballast"); }
+  void free_space(const std::string& name = "ballast") { fs::remove(dir_ / name); }
+  void ballast(const std::string& name, std::size_t bytes) {
+    std::ofstream(dir_ / name, std::ios::binary) << std::string(bytes, 'b');
+    ASSERT_EQ(fs::file_size(dir_ / name), bytes) << "no room for the ballast " << name;
+  }
   // Remounts read-only (no file may be open for writing).
   bool remount_read_only() {
     return ::mount("pmap-test", dir_.path().c_str(), "tmpfs", MS_REMOUNT | MS_RDONLY, nullptr) == 0;
@@ -162,9 +168,9 @@ class IoFaults : public ::testing::TestWithParam<std::string> {
  protected:
   bool csv() const { return GetParam() == "csv"; }
   fs::path file_in(const fs::path& dir) const { return dir / (csv() ? "data.csv" : "data.db"); }
-  std::unique_ptr<Map> open(const fs::path& file) const {
-    if (csv()) return std::make_unique<Map>(pmap::CsvBackend(file));
-    return std::make_unique<Map>(pmap::SqliteBackend(file));
+  std::unique_ptr<Map> open(const fs::path& file, pmap::Options options = {}) const {
+    if (csv()) return std::make_unique<Map>(pmap::CsvBackend(file), std::move(options));
+    return std::make_unique<Map>(pmap::SqliteBackend(file), std::move(options));
   }
   // The files the backend keeps beside its data file.
   std::vector<fs::path> companions(const fs::path& file) const {
@@ -194,6 +200,39 @@ class IoFaults : public ::testing::TestWithParam<std::string> {
     for (auto& [k, v] : map->snapshot()) out.emplace(std::move(k), std::move(v));
     return out;
   }
+};
+
+// What maps told Options::on_error. Read it once the maps are destroyed:
+// a map's completion thread has then delivered every report.
+class Reports {
+ public:
+  pmap::Options options() const {
+    pmap::Options o;
+    o.on_error = [state = state_](const pmap::Error& e) {
+      std::lock_guard lock(state->mu);
+      state->seen.emplace_back(e.what());
+    };
+    return o;
+  }
+  // The reports that mention part.
+  std::vector<std::string> mentioning(const std::string& part) const {
+    std::lock_guard lock(state_->mu);
+    std::vector<std::string> out;
+    for (const auto& r : state_->seen)
+      if (r.find(part) != std::string::npos) out.push_back(r);
+    return out;
+  }
+  std::size_t count() const {
+    std::lock_guard lock(state_->mu);
+    return state_->seen.size();
+  }
+
+ private:
+  struct State {
+    std::mutex mu;
+    std::vector<std::string> seen;
+  };
+  std::shared_ptr<State> state_ = std::make_shared<State>();
 };
 
 std::string key(int i) { return "key-" + std::to_string(i); }
@@ -299,8 +338,9 @@ TEST_P(IoFaults, ClosingOnAFullDiskLosesNothing) {
   if (!disk.mounted()) GTEST_SKIP() << "cannot mount a tmpfs here (" << disk.why_not() << ")";
   const fs::path file = file_in(disk / "");
   std::map<std::string, std::string> acked;
+  Reports reports;
   {
-    auto map = open(file);
+    auto map = open(file, reports.options());
     for (int i = 0; i < 200; ++i) {  // updates: the CSV file wants compacting at close
       map->insert(key(i % 20), value(i)).get();
       acked[key(i % 20)] = value(i);
@@ -309,6 +349,137 @@ TEST_P(IoFaults, ClosingOnAFullDiskLosesNothing) {
     auto [failure, failed_key] = write_until_refused(*map, acked, 4000);
     ASSERT_TRUE(failure.has_value());
     EXPECT_THROW(map->close().get(), pmap::Error);  // reports the failed write
+  }
+  // The compaction at close could not run: told once, and no copy left.
+  EXPECT_EQ(reports.mentioning("not compacted at close").size(), csv() ? 1u : 0u);
+  EXPECT_FALSE(fs::exists(file.string() + ".pmap-tmp"));
+  disk.free_space();
+  EXPECT_EQ(contents(file), acked);
+}
+
+// Updates 500 keys of 4 KB (2 MB live), each awaited, until the disk is
+// full: a CSV file of mostly dead rows, which compaction would shrink.
+// Returns the failure.
+std::optional<pmap::Error> update_until_refused(Map& map, std::map<std::string, std::string>& acked) {
+  for (int i = 0; i < 5000; ++i) {
+    const std::string k = key(i % 500), v(4000, static_cast<char>('a' + i % 26));
+    try {
+      map.insert(k, v).get();
+      acked[k] = v;
+    } catch (const pmap::Error& e) {
+      return e;
+    }
+  }
+  return std::nullopt;
+}
+
+std::map<std::string, std::string> entries_of(const Map& map) {
+  std::map<std::string, std::string> out;
+  for (auto& [k, v] : map.snapshot()) out.emplace(std::move(k), std::move(v));
+  return out;
+}
+
+// Issue 13's scenario: a store written until its disk was full; a little
+// space freed (less than the file's size); the application restarts. It
+// opens from the file as it is, serves reads, writes what fits and refuses,
+// changing nothing, what does not; the CSV backend reports the compaction
+// it skipped once; with room again, the next compaction runs.
+TEST_P(IoFaults, FullDiskOpensAsItIsServesReadsAndWritesWhatFits) {
+  SmallFs disk(8 << 20);
+  if (!disk.mounted()) GTEST_SKIP() << "cannot mount a tmpfs here (" << disk.why_not() << ")";
+  const fs::path file = file_in(disk / ""), tmp = file.string() + ".pmap-tmp";
+  disk.ballast("spare", 256 << 10);  // freed before the restart
+  disk.ballast("room", 3 << 20);     // freed at the end
+  std::map<std::string, std::string> acked;
+  {
+    auto map = open(file);
+    const auto failure = update_until_refused(*map, acked);
+    ASSERT_TRUE(failure.has_value()) << "the disk never filled";
+    EXPECT_EQ(failure->code(), pmap::Errc::io) << failure->what();
+    disk.fill();  // what the refused write left
+    EXPECT_THROW(map->flush().get(), pmap::Error);
+  }
+  disk.free_space("spare");
+  std::uintmax_t stored = fs::file_size(file);  // SQLite: the database and its WAL
+  for (const auto& f : companions(file))
+    if (f.string().ends_with("-wal")) stored += fs::file_size(f);
+  ASSERT_LT(disk.free_bytes(), stored) << "freed more than the store's size";
+  Reports reports;
+  {
+    auto map = open(file, reports.options());
+    EXPECT_EQ(entries_of(*map), acked);
+    EXPECT_FALSE(fs::exists(tmp)) << "a failed compaction left its copy behind";
+    map->insert("fits", "a small value").get();
+    acked["fits"] = "a small value";
+    const std::string huge(disk.free_bytes() + (64 << 10), 'h');
+    expect_error([&] { map->insert("huge", huge).get(); }, pmap::Errc::io, {file.string()},
+                 "a write larger than the free space succeeded");
+    EXPECT_FALSE(map->get("huge").has_value());
+    EXPECT_THROW(map->flush().get(), pmap::Error);
+  }
+  EXPECT_FALSE(fs::exists(tmp)) << "a failed compaction at close left its copy behind";
+  const auto skipped = reports.mentioning("not compacted");
+  if (csv()) {
+    // At open, and again at close: reported once.
+    ASSERT_EQ(skipped.size(), 1u) << "reports: " << reports.count();
+    expect_mentions(skipped[0], {file.string(), "at open", "free some disk space", "data is safe"});
+    std::printf("  %s\n", skipped[0].c_str());
+  } else {
+    EXPECT_TRUE(skipped.empty()) << skipped[0];
+  }
+  EXPECT_EQ(reports.count(), skipped.size()) << "on_error heard of something else";
+  EXPECT_EQ(contents(file), acked) << "the refused write changed the file";
+
+  disk.free_space("room");
+  disk.free_space();
+  Reports after;
+  {
+    auto map = open(file, after.options());
+    EXPECT_EQ(entries_of(*map), acked);
+  }
+  EXPECT_EQ(after.count(), 0u) << after.mentioning("")[0];
+  if (csv()) {
+    const std::string text = slurp(file);
+    EXPECT_EQ(text.find("#pmap-batch"), std::string::npos) << "not compacted with room again";
+    EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1 + static_cast<long>(acked.size()));
+  }
+  EXPECT_EQ(contents(file), acked);
+}
+
+// The file system is full at open, to the last byte: the store still opens
+// and serves reads; writes fail with Errc::io and change nothing.
+TEST_P(IoFaults, FullDiskToTheLastByteStillOpensForReading) {
+  SmallFs disk(4 << 20);
+  if (!disk.mounted()) GTEST_SKIP() << "cannot mount a tmpfs here (" << disk.why_not() << ")";
+  const fs::path file = file_in(disk / "");
+  std::map<std::string, std::string> acked;
+  {
+    auto map = open(file);
+    for (int i = 0; i < 300; ++i) {  // dead rows: the CSV file wants compacting
+      map->insert(key(i % 30), value(i)).get();
+      acked[key(i % 30)] = value(i);
+    }
+  }
+  if (csv()) {  // rows that repeat the last ones: the same data, not compact
+    std::ofstream out(file, std::ios::app);
+    for (const auto& [k, v] : acked) out << k << ',' << v << '\n';
+  }
+  const std::string before = slurp(file);
+  disk.fill();
+  ASSERT_EQ(disk.free_bytes(), 0u);
+  Reports reports;
+  {
+    auto map = open(file, reports.options());
+    EXPECT_EQ(entries_of(*map), acked);
+    expect_error([&] { map->insert("new", std::string(8192, 'n')).get(); }, pmap::Errc::io,
+                 {file.string()}, "a write succeeded on a full disk");
+    EXPECT_FALSE(map->get("new").has_value());
+    EXPECT_THROW(map->close().get(), pmap::Error);
+  }
+  EXPECT_EQ(reports.mentioning("not compacted").size(), csv() ? 1u : 0u);
+  EXPECT_FALSE(fs::exists(file.string() + ".pmap-tmp"));
+  if (csv()) {
+    EXPECT_EQ(slurp(file), before) << "the refused write changed the file";
   }
   disk.free_space();
   EXPECT_EQ(contents(file), acked);

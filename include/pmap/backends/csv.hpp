@@ -15,18 +15,27 @@
 // is never modified.
 //
 // A failed append (disk full, a size limit) is cut back off the file, so the
-// next one does not follow garbage; if even that fails, the next write
-// rewrites the file from memory first. A read-only file is refused at open,
-// before a compaction could replace it. Before each append the backend checks
-// that the path still names its file, at the length it left it: a file
-// another program deleted, moved, replaced (Errc::io) or changed (Errc::corrupt)
-// gets no more writes, and is not compacted over at close.
+// next one does not follow garbage; if even that fails, the next write cuts
+// it first. A read-only file is refused at open, before a compaction could
+// replace it. Before each append the backend checks that the path still
+// names its file, at the length it left it: a file another program deleted,
+// moved, replaced (Errc::io) or changed (Errc::corrupt) gets no more writes,
+// and is not compacted over at close.
+//
+// Compaction is an optimisation and never makes the store unopenable: when
+// it cannot run (no room for the copy, a size limit, a read-only directory),
+// the store opens and works from the file as it is, and the skipped
+// compaction is reported once through report_to() — a map's
+// Options::on_error — until one runs again. clear() cuts the file back to
+// its header in place, which needs no free space.
 //
 // The backend keeps a copy of the entries in memory (for get() and
 // compaction): CSV is for data that comfortably fits twice in RAM.
 //
-// Locking: an exclusive advisory lock on "<file>.pmap-lock" for the
-// backend's life; a second opener gets Errc::locked naming the holder's pid.
+// Locking: an exclusive advisory lock on "<file>.pmap-lock" (and on the
+// file) for the backend's life; a second opener gets Errc::locked naming the
+// holder's pid. Where no lock file can be created (a read-only directory),
+// the file alone is locked, and it is not compacted.
 //
 // Thread safety: one thread at a time (the map's writer).
 #pragma once
@@ -50,6 +59,7 @@ class CsvBackend final : public Backend {
   void write(std::span<const Write> batch) override;
   void flush() override;
   std::string describe() const override;
+  void report_to(std::function<void(const Error&)> report) override;
 
  private:
   struct Impl;
