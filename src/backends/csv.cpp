@@ -174,7 +174,7 @@ struct CsvBackend::Impl {
   detail::FileLock lock;
   detail::FileWatch watch{path};
   std::map<std::string, std::string, std::less<>> entries;  // the committed state
-  std::size_t live_bytes = 0;  // the bytes of entries' keys and values
+  std::size_t live_bytes = 0;                               // the bytes of entries' keys and values
   std::size_t lines = 0;       // data lines in the file: rows, batch markers, batch lines
   int fd = -1;                 // the file, open for appending (-1: to be reopened)
   off_t size = 0;              // bytes in the file (all committed)
@@ -583,9 +583,8 @@ std::optional<std::string> CsvBackend::get(std::string_view key) {
 void CsvBackend::write(std::span<const Write> batch) {
   Impl& d = *impl_;
   d.prepare_write();
-  const auto last_clear = std::find_if(batch.rbegin(), batch.rend(), [](const Write& w) {
-    return w.op == Write::Op::clear;
-  });
+  const auto last_clear = std::find_if(batch.rbegin(), batch.rend(),
+                                       [](const Write& w) { return w.op == Write::Op::clear; });
   if (last_clear == batch.rbegin()) {
     // Ends with a clear: the file goes back to its header, in place (a
     // truncation needs no free space, and is one step).
@@ -644,8 +643,7 @@ void CsvBackend::report_to(std::function<void(const Error&)> report) {
 std::string CsvBackend::describe() const { return impl_ ? impl_->where : "csv:(moved-from)"; }
 
 std::unique_ptr<Backend> detail::open_csv_uri(std::string_view rest) {
-  if (rest.empty())
-    throw Error(Errc::invalid_argument, "URI csv: needs a path, e.g. csv:data.csv");
+  if (rest.empty()) throw Error(Errc::invalid_argument, "URI csv: needs a path, e.g. csv:data.csv");
   return std::make_unique<CsvBackend>(std::string(rest));
 }
 

@@ -241,13 +241,11 @@ void FileWatch::check(const std::string& where, Size rule,
                                 kInMemory);
     case Change::shrunk:
     case Change::grown:
-      throw Error(Errc::corrupt, where + ": the file was " +
-                                     (now_ < size_ ? "truncated" : "changed") +
-                                     " by another program while the map had it open (" +
-                                     std::to_string(now_) + " bytes, expected " +
-                                     std::to_string(size_) +
-                                     "); writes are refused. Restore the file from a backup." +
-                                     kInMemory);
+      throw Error(Errc::corrupt,
+                  where + ": the file was " + (now_ < size_ ? "truncated" : "changed") +
+                      " by another program while the map had it open (" + std::to_string(now_) +
+                      " bytes, expected " + std::to_string(size_) +
+                      "); writes are refused. Restore the file from a backup." + kInMemory);
   }
 }
 

@@ -364,18 +364,17 @@ struct SqliteBackend::Impl {
     // This connection still reads its WAL: copy what the WAL holds into the
     // database file, so that nothing committed depends on the lost file.
     const int rc = sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_FULL, nullptr, nullptr);
-    throw Error(Errc::io,
-                where + ": its WAL " + wal_path + " was " +
-                    (change == detail::FileWatch::Change::gone ? "deleted or moved away"
-                                                               : "replaced") +
-                    " by another program while the map had it open; writes are refused, since "
-                    "they would go into a file nobody can open (SQLite deletes its WAL itself; "
-                    "never delete or replace it while a connection is open). " +
-                    (rc == SQLITE_OK
-                         ? "Every committed entry has been copied into the database file: "
-                           "reopen the map to write again."
-                         : "Every committed entry is still in the map's memory: snapshot() "
-                           "copies it out."));
+    throw Error(
+        Errc::io,
+        where + ": its WAL " + wal_path + " was " +
+            (change == detail::FileWatch::Change::gone ? "deleted or moved away" : "replaced") +
+            " by another program while the map had it open; writes are refused, since "
+            "they would go into a file nobody can open (SQLite deletes its WAL itself; "
+            "never delete or replace it while a connection is open). " +
+            (rc == SQLITE_OK ? "Every committed entry has been copied into the database file: "
+                               "reopen the map to write again."
+                             : "Every committed entry is still in the map's memory: snapshot() "
+                               "copies it out."));
   }
 
   static std::string_view column(sqlite3_stmt* stmt, int i) {

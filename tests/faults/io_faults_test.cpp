@@ -360,7 +360,8 @@ TEST_P(IoFaults, ClosingOnAFullDiskLosesNothing) {
 // Updates 500 keys of 4 KB (2 MB live), each awaited, until the disk is
 // full: a CSV file of mostly dead rows, which compaction would shrink.
 // Returns the failure.
-std::optional<pmap::Error> update_until_refused(Map& map, std::map<std::string, std::string>& acked) {
+std::optional<pmap::Error> update_until_refused(Map& map,
+                                                std::map<std::string, std::string>& acked) {
   for (int i = 0; i < 5000; ++i) {
     const std::string k = key(i % 500), v(4000, static_cast<char>('a' + i % 26));
     try {
