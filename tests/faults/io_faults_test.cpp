@@ -8,6 +8,7 @@
 // gone — or say clearly that it cannot.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -649,6 +650,119 @@ TEST_P(IoFaults, FileReplacedByAnotherProgramIsNeverOverwritten) {
   EXPECT_THROW(map->close().get(), pmap::Error);
   map.reset();
   EXPECT_EQ(slurp(file), replacement) << "the map overwrote another program's file";
+}
+
+// ---- SQLite's other files, and SQLite's own changes -------------------------------
+
+using SqliteMap = pmap::PersistentMap<std::string, std::string>;
+
+// Runs sql on a connection of its own, as the sqlite3 shell would.
+void run_sql(const fs::path& db_path, const char* sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(db_path.c_str(), &db), SQLITE_OK);
+  char* err = nullptr;
+  const int rc = sqlite3_exec(db, sql, nullptr, nullptr, &err);
+  EXPECT_EQ(rc, SQLITE_OK) << sql << ": " << (err ? err : "");
+  sqlite3_free(err);
+  sqlite3_close(db);
+}
+
+// The WAL deleted underneath (while the map has it open): writes are refused,
+// as for the database file; and what the lost WAL held is copied into the
+// database file at once, so that even a crash right after loses nothing that
+// was committed. The child process dies without closing anything.
+TEST(SqliteFiles, DeletedWalRefusesWritesAndLosesNothingCommitted) {
+  TempDir dir;
+  const fs::path file = dir / "data.db", wal = dir / "data.db-wal";
+  { SqliteMap map{pmap::SqliteBackend(file)}; }  // the file exists, all in it
+  const pid_t child = ::fork();
+  if (child == 0) {
+    int code = 0;
+    try {
+      SqliteMap map{pmap::SqliteBackend(file)};
+      for (int i = 0; i < 50; ++i) map.insert(key(i), value(i)).get();  // in the WAL only
+      fs::remove(wal);
+      try {
+        map.insert("after-delete", "x").get();
+        code = 10;  // a write went into the deleted WAL
+      } catch (const pmap::Error& e) {
+        const std::string what = e.what();
+        if (e.code() != pmap::Errc::io || what.find("its WAL") == std::string::npos ||
+            what.find("deleted") == std::string::npos ||
+            what.find("copied into the database file") == std::string::npos) {
+          std::fprintf(stderr, "unexpected error: %s\n", what.c_str());
+          code = 11;
+        }
+      }
+      ::_exit(code);  // a crash: the map is not closed, nothing checkpoints at close
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "child: %s\n", e.what());
+      code = 12;
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  ASSERT_EQ(WEXITSTATUS(status), 0) << "10: the write went on; 11: wrong error; 12: failed";
+  SqliteMap reopened{pmap::SqliteBackend(file)};
+  EXPECT_EQ(reopened.size(), 50u) << "committed entries were lost with the deleted WAL";
+  EXPECT_EQ(reopened.get(key(49)), value(49));
+  EXPECT_FALSE(reopened.get("after-delete").has_value());
+}
+
+TEST(SqliteFiles, ReplacedWalRefusesWrites) {
+  TempDir dir;
+  const fs::path file = dir / "data.db", wal = dir / "data.db-wal";
+  SqliteMap map{pmap::SqliteBackend(file)};
+  map.insert("a", "1").get();
+  std::ofstream(dir / "other") << "not this database's WAL";
+  fs::rename(dir / "other", wal);
+  expect_error([&] { map.insert("b", "2").get(); }, pmap::Errc::io, {"its WAL", "replaced"},
+               "a write went on after the WAL was replaced");
+  EXPECT_FALSE(map.get("b").has_value());
+}
+
+// `sqlite3 app.db VACUUM` while the application runs, on a store that shrank
+// from megabytes of live data to a few entries: SQLite shortens the file
+// itself, which is not the truncation by another program that the map
+// refuses to write after.
+TEST(SqliteFiles, VacuumByAnotherConnectionIsNotATruncation) {
+  TempDir dir;
+  const fs::path file = dir / "app.db";
+  {
+    SqliteMap map{pmap::SqliteBackend(file)};
+    for (int i = 0; i < 1200; ++i) map.insert(key(i), std::string(4000, 'v')).get();
+  }  // closing checkpoints: the database file holds it all
+  SqliteMap map{pmap::SqliteBackend(file)};
+  const auto big = fs::file_size(file);
+  ASSERT_GT(big, 4000000u);
+  for (int i = 10; i < 1200; ++i) map.erase(key(i)).get();
+  run_sql(file, "VACUUM; PRAGMA wal_checkpoint(TRUNCATE);");
+  ASSERT_LT(fs::file_size(file), big / 20) << "the VACUUM did not shrink the file";
+  map.insert("after-vacuum", "written").get();
+  map.close().get();
+  SqliteMap reopened{pmap::SqliteBackend(file)};
+  EXPECT_EQ(reopened.size(), 11u);
+  EXPECT_EQ(reopened.get("after-vacuum"), "written");
+  EXPECT_EQ(reopened.get(key(3)), std::string(4000, 'v'));
+}
+
+// A truncation after a VACUUM is still a truncation.
+TEST(SqliteFiles, TruncationAfterAVacuumIsStillRefused) {
+  TempDir dir;
+  const fs::path file = dir / "app.db";
+  {
+    SqliteMap map{pmap::SqliteBackend(file)};
+    for (int i = 0; i < 300; ++i) map.insert(key(i), value(i)).get();
+  }
+  SqliteMap map{pmap::SqliteBackend(file)};
+  for (int i = 100; i < 300; ++i) map.erase(key(i)).get();
+  run_sql(file, "VACUUM; PRAGMA wal_checkpoint(TRUNCATE);");
+  map.insert("after-vacuum", "written").get();
+  fs::resize_file(file, fs::file_size(file) / 2);
+  expect_error([&] { map.insert("after-truncate", "x").get(); }, pmap::Errc::corrupt,
+               {"truncated by another program"}, "a write went on after a truncation");
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, IoFaults, ::testing::Values("sqlite", "csv"),

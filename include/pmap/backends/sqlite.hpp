@@ -24,7 +24,10 @@
 // another program deleted, moved, replaced (Errc::io) or truncated
 // (Errc::corrupt) it, the write is refused rather than committed into a file
 // nobody can open — SQLite alone would carry on. Moving the file back lets
-// writes resume.
+// writes resume. A file SQLite shortened itself (a VACUUM or auto_vacuum, by
+// any connection) is told apart by its header's page count, and accepted.
+// The WAL is watched the same way: deleted or replaced, writes are refused,
+// and what it held is first checkpointed into the database file.
 //
 // Durability: with Synchronous::full (the default), commit() commits with
 // SQLite's synchronous=NORMAL and returns Durability::later, and sync()
