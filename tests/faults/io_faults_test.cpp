@@ -6,6 +6,7 @@
 // Each must give a pmap::Error that names the file and says what to do, keep
 // every acknowledged write, and let the map write again once the fault is
 // gone — or say clearly that it cannot.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -43,8 +44,9 @@ namespace fs = std::filesystem;
 // free_space(name) to give back.
 class SmallFs {
  public:
-  explicit SmallFs(std::size_t bytes) {
-    const std::string options = "size=" + std::to_string(bytes) + ",mode=0777";
+  explicit SmallFs(std::size_t bytes, std::size_t inodes = 0) {
+    std::string options = "size=" + std::to_string(bytes) + ",mode=0777";
+    if (inodes > 0) options += ",nr_inodes=" + std::to_string(inodes);
     if (::mount("pmap-test", dir_.path().c_str(), "tmpfs", 0, options.c_str()) == 0)
       mounted_ = true;
     else
@@ -74,6 +76,24 @@ class SmallFs {
     return static_cast<std::size_t>(st.f_bavail) * st.f_frsize;
   }
   void free_space(const std::string& name = "ballast") { fs::remove(dir_ / name); }
+  // Creates empty files until no inode is left (for a tmpfs with nr_inodes).
+  void use_up_inodes() {
+    for (int i = 0; i < 100000; ++i) {
+      const fs::path f = dir_ / ("inode-" + std::to_string(i));
+      const int fd = ::open(f.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+      if (fd < 0) {
+        ASSERT_EQ(errno, ENOSPC) << std::strerror(errno);
+        return;
+      }
+      ::close(fd);
+      inode_files_.push_back(f);
+    }
+    FAIL() << "the inodes never ran out";
+  }
+  void free_inodes() {
+    for (const auto& f : inode_files_) fs::remove(f);
+    inode_files_.clear();
+  }
   void ballast(const std::string& name, std::size_t bytes) {
     std::ofstream(dir_ / name, std::ios::binary) << std::string(bytes, 'b');
     ASSERT_EQ(fs::file_size(dir_ / name), bytes) << "no room for the ballast " << name;
@@ -85,6 +105,7 @@ class SmallFs {
 
  private:
   TempDir dir_;
+  std::vector<fs::path> inode_files_;
   bool mounted_ = false;
   std::string why_;
 };
@@ -650,6 +671,123 @@ TEST_P(IoFaults, FileReplacedByAnotherProgramIsNeverOverwritten) {
   EXPECT_THROW(map->close().get(), pmap::Error);
   map.reset();
   EXPECT_EQ(slurp(file), replacement) << "the map overwrote another program's file";
+}
+
+// ---- CSV: a directory the process may not write -----------------------------------
+
+// No lock file can be created, and no compacted copy: the store still opens
+// (locking the file itself), serves reads, appends, keeps a second opener
+// out, and says once why it did not compact. The hand-written file ends
+// without a line end: the first append starts a new line.
+TEST(CsvFiles, ReadOnlyDirectoryOpensLocksTheFileItselfAndAppends) {
+  TempDir dir;
+  const fs::path sub = dir / "read-only", file = sub / "data.csv";
+  fs::create_directories(sub);
+  std::ofstream(file) << "key,value\na,1\na,2\nb,3";  // not compact; no final line end
+  fs::permissions(file, fs::perms::all & ~fs::perms::owner_exec & ~fs::perms::group_exec &
+                            ~fs::perms::others_exec);
+  fs::permissions(dir.path(), fs::perms::all);
+  fs::permissions(sub, fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read |
+                           fs::perms::group_exec | fs::perms::others_read | fs::perms::others_exec);
+  const Outcome o = run_unprivileged([&] {
+    const auto check = [](bool ok, const std::string& what) {
+      if (!ok) throw std::runtime_error(what);
+    };
+    Reports reports;
+    {
+      Map map{pmap::CsvBackend(file), reports.options()};
+      check(map.get("a") == "2" && map.get("b") == "3", "the file did not load");
+      map.insert("c", "4").get();
+      try {
+        Map second{pmap::CsvBackend(file)};
+        check(false, "a second opener got in");
+      } catch (const pmap::Error& e) {
+        check(e.code() == pmap::Errc::locked, std::string("second opener: ") + e.what());
+      }
+    }
+    const auto skipped = reports.mentioning("not compacted at open");
+    check(skipped.size() == 1 && skipped[0].find("could not be created") != std::string::npos,
+          "the skipped compaction was not reported once, with its reason");
+    Map reopened{pmap::CsvBackend(file)};
+    check(reopened.get("c") == "4" && reopened.get("b") == "3" && reopened.size() == 3,
+          "the append did not survive a reopen");
+  });
+  EXPECT_FALSE(o.threw) << o.message;
+  EXPECT_FALSE(fs::exists(file.string() + ".pmap-lock"));
+  EXPECT_FALSE(fs::exists(file.string() + ".pmap-tmp"));
+  EXPECT_NE(slurp(file).find("b,3\n#pmap-batch"), std::string::npos) << slurp(file);
+}
+
+// An opener that could create its lock file and one that could not (no free
+// inode: ENOSPC, even for root) and locked the data file instead keep each
+// other out, whichever came first.
+TEST(CsvFiles, LockFileAndDataFileLocksExcludeEachOther) {
+  SmallFs disk(1 << 20, /*inodes=*/64);
+  if (!disk.mounted()) GTEST_SKIP() << "cannot mount a tmpfs here (" << disk.why_not() << ")";
+  const fs::path file = disk / "data.csv", lock_file = file.string() + ".pmap-lock";
+  std::ofstream(file) << "key,value\na,1\n";
+  const auto expect_locked_out = [&] {
+    expect_error([&] { Map other{pmap::CsvBackend(file)}; }, pmap::Errc::locked,
+                 {file.string(), "itself locked"}, "a second opener got in");
+  };
+  {
+    Map holder{pmap::CsvBackend(file)};  // with its lock file
+    fs::remove(lock_file);               // as if the newcomer could not see it ...
+    disk.use_up_inodes();                // ... nor create one
+    expect_locked_out();
+    disk.free_inodes();
+  }
+  fs::remove(lock_file);
+  disk.use_up_inodes();
+  Map holder{pmap::CsvBackend(file)};  // no lock file: the data file is locked
+  EXPECT_FALSE(fs::exists(lock_file));
+  holder.insert("b", "2").get();
+  disk.free_inodes();
+  expect_locked_out();  // it creates the lock file, but not the data file's lock
+}
+
+// A batch torn by a crash ends the file, and the disk is full so the open
+// cannot compact it away: it is cut off before the first append, which
+// would otherwise land inside the torn batch's announced length.
+TEST(CsvFiles, TornBatchIsCutOffWhenTheFileCannotBeCompacted) {
+  SmallFs disk(1 << 20);
+  if (!disk.mounted()) GTEST_SKIP() << "cannot mount a tmpfs here (" << disk.why_not() << ")";
+  const fs::path file = disk / "data.csv";
+  std::ofstream(file) << "key,value\na,1\na,2\n#pmap-batch 40\nb,";  // 40 bytes announced
+  disk.fill();  // an append still fits in the file's last page; a copy does not
+  {
+    Map map{pmap::CsvBackend(file), Reports().options()};
+    EXPECT_EQ(map.get("a"), "2");
+    map.insert("c", "3").get();
+  }
+  disk.free_space();
+  EXPECT_EQ(slurp(file).find("b,"), std::string::npos);
+  Map reopened{pmap::CsvBackend(file)};
+  EXPECT_EQ(reopened.size(), 2u);
+  EXPECT_EQ(reopened.get("c"), "3");
+}
+
+// clear() on a full disk: the file is cut back to its header in place,
+// which needs no free space.
+TEST(CsvFiles, ClearNeedsNoFreeSpace) {
+  SmallFs disk(1 << 20);
+  if (!disk.mounted()) GTEST_SKIP() << "cannot mount a tmpfs here (" << disk.why_not() << ")";
+  const fs::path file = disk / "data.csv";
+  {
+    Map map{pmap::CsvBackend(file)};
+    for (int i = 0; i < 100; ++i) map.insert(key(i), value(i)).get();
+  }
+  disk.fill();
+  {
+    Map map{pmap::CsvBackend(file)};
+    map.clear().get();
+    EXPECT_EQ(map.size(), 0u);
+    map.insert("after", "clear").get();
+  }
+  EXPECT_EQ(slurp(file).substr(0, 10), "key,value\n");
+  Map reopened{pmap::CsvBackend(file)};
+  EXPECT_EQ(reopened.size(), 1u);
+  EXPECT_EQ(reopened.get("after"), "clear");
 }
 
 // ---- SQLite's other files, and SQLite's own changes -------------------------------
