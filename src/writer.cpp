@@ -14,7 +14,6 @@
 #include "writer.hpp"
 
 #include <algorithm>
-#include <unordered_set>
 
 #include "errors.hpp"
 
@@ -285,29 +284,27 @@ void Writer::commit_group(std::span<Item> group) {
   const Seq through = group.back().seq;
   // Before any future of the group completes, the cache must show what
   // the store holds.
-  if (entry.error) repair(writes_, through);
+  if (entry.error) repair(writes_, group.front().seq, through);
   settled_.store(through, std::memory_order_release);
   for (Item& item : group)
     if (item.done) entry.done.push_back(std::move(item.done));
   finish(std::move(entry));
 }
 
-void Writer::repair(std::span<const Write> writes, Seq through) noexcept {
+void Writer::repair(std::span<const Write> writes, Seq first, Seq through) noexcept {
   Restore restore;
+  restore.first = first;
   restore.through = through;
   restore.where = description_;
   restore.full = std::any_of(writes.begin(), writes.end(),
                              [](const Write& w) { return w.op == Write::Op::clear; });
   try {
-    if (restore.full) {
+    // Only a clear needs the store read back; the rest is undone from the
+    // cache's own records.
+    if (restore.full)
       backend_->scan([&](std::string_view key, std::string_view value) {
         restore.entries.emplace_back(std::string(key), std::string(value));
       });
-    } else {
-      std::unordered_set<std::string_view> seen;
-      for (const Write& w : writes)
-        if (seen.insert(w.key).second) restore.entries.emplace_back(w.key, backend_->get(w.key));
-    }
   } catch (...) {
     const Error e = to_error(std::current_exception(), description_);
     completion_->report(Error(e.code(), "after a failed commit, " + description_ +

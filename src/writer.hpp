@@ -4,8 +4,9 @@
 //
 //   writer thread  takes everything queued, commits the longest run that fits
 //                  a group (Options::max_group_*; an apply() batch is never
-//                  split) with one Backend::commit, and on failure repairs
-//                  the cache from what the store holds. Then it finishes the
+//                  split) with one Backend::commit, and on failure has the
+//                  cache undo the group's writes (after a clear: restore
+//                  what the store holds, read back). Then it finishes the
 //                  group: itself when nothing else is waiting to be
 //                  committed and no earlier group is still at the sync
 //                  thread (a lone write pays no thread hop), otherwise by
@@ -98,7 +99,7 @@ class Writer {
   void run() noexcept;
   void take_queue();
   void commit_group(std::span<Item> group);
-  void repair(std::span<const Write> writes, Seq through) noexcept;
+  void repair(std::span<const Write> writes, Seq first, Seq through) noexcept;
   void close_now(Item& item) noexcept;
   // Finishing groups and flushes (see the top of this file).
   void finish(Committed entry);

@@ -141,9 +141,9 @@ class PersistentMap final {
     Codec<V>::encode(value, value_bytes);
     auto ticket = store_->reserve(1);
     auto state = new_state<std::optional<V>>();
-    cache_.insert(std::move(key), std::move(value), [&](std::optional<V>& previous) {
-      return publish(ticket, Write{Write::Op::put, std::move(key_bytes), std::move(value_bytes)},
-                     state, previous);
+    cache_.insert(std::move(key), std::move(value), state->value.emplace(), [&] {
+      return store_->push(
+          ticket, Write{Write::Op::put, std::move(key_bytes), std::move(value_bytes)}, state);
     });
     return detail::make_future(std::move(state));
   }
@@ -158,8 +158,8 @@ class PersistentMap final {
     Traits::encode(key, key_bytes);
     auto ticket = store_->reserve(1);
     auto state = new_state<std::optional<V>>();
-    const bool erased = cache_.erase(key, [&](std::optional<V>& removed) {
-      return publish(ticket, Write{Write::Op::erase, std::move(key_bytes), {}}, state, removed);
+    const bool erased = cache_.erase(key, state->value.emplace(), [&] {
+      return store_->push(ticket, Write{Write::Op::erase, std::move(key_bytes), {}}, state);
     });
     if (!erased) return ready(std::move(state), std::optional<V>());
     return detail::make_future(std::move(state));
@@ -182,9 +182,18 @@ class PersistentMap final {
     auto state = new_state<std::optional<V>>();
     const bool changed = cache_.update(key, f, [&](const std::optional<V>& result) {
       Write w{result ? Write::Op::put : Write::Op::erase, std::move(key_bytes), {}};
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12, inlining an f that always erases, warns that *result "may be used
+// uninitialized" in the branch it can no longer reach.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
       if (result) Codec<V>::encode(*result, w.value);
-      std::optional<V> yielded = result;
-      return publish(ticket, std::move(w), state, yielded);
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+      state->value.emplace(result);  // before the write is queued: it may complete at once
+      return store_->push(ticket, std::move(w), state);
     });
     if (!changed) return ready(std::move(state), std::optional<V>());
     return detail::make_future(std::move(state));
@@ -297,22 +306,6 @@ class PersistentMap final {
     return detail::make_future(std::move(state));
   }
 
-  // Queues w, whose future yields `result`: moved into the state before the
-  // write is queued (the writer may complete it at once), and back out if
-  // queueing throws.
-  detail::Seq publish(detail::Store::Ticket& ticket, Write w,
-                      const std::shared_ptr<detail::State<std::optional<V>>>& state,
-                      std::optional<V>& result) {
-    state->value.emplace(std::move(result));
-    try {
-      return store_->push(ticket, std::move(w), state);
-    } catch (...) {
-      result = std::move(*state->value);
-      state->value.reset();
-      throw;
-    }
-  }
-
   static K decode_key(std::string_view bytes, std::string_view where) {
     try {
       return Codec<K>::decode(bytes);
@@ -335,11 +328,16 @@ class PersistentMap final {
     });
   }
 
-  // On the writer thread, after a failed commit: what the store holds goes
-  // back into the cache. Decoded here, with no lock held. Entries that do not
-  // decode are left out, and the first such error is thrown afterwards (the
-  // writer reports it to on_error).
+  // On the writer thread, after a failed commit: the cache shows what the
+  // store holds again — from the writes' undo records, or, after a failed
+  // clear, from the store read back: decoded here, with no lock held.
+  // Entries that do not decode are left out, and the first such error is
+  // thrown afterwards (the writer reports it to on_error).
   void restore(detail::Restore&& stored) {
+    if (!stored.full) {
+      cache_.undo(stored.first, stored.through);
+      return;
+    }
     std::vector<typename Cache::Change> changes;
     changes.reserve(stored.entries.size());
     std::optional<Error> undecodable;
@@ -352,7 +350,7 @@ class PersistentMap final {
         if (!undecodable) undecodable.emplace(e);
       }
     }
-    cache_.restore(changes, stored.full, stored.through);
+    cache_.restore(changes, stored.through);
     if (undecodable) throw *undecodable;
   }
 

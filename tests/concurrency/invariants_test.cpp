@@ -295,6 +295,97 @@ TEST(Invariant4_NoDivergence, NewerQueuedWriteKeepsItsValue) {
   EXPECT_EQ(map.backend().get("k"), "newer");
 }
 
+// A failed commit stored none of its writes: the cache undoes them from its
+// own records, without reading the store — which may be damaged (a truncated
+// file) or out of reach.
+TEST(Invariant4_NoDivergence, FailedWritesAreUndoneWithoutReadingTheStore) {
+  auto control = std::make_shared<Control>();
+  auto reports = std::make_shared<std::vector<std::string>>();
+  auto reports_mu = std::make_shared<std::mutex>();
+  pmap::Options options;
+  options.on_error = [reports, reports_mu](const pmap::Error& e) {
+    std::lock_guard lock(*reports_mu);
+    reports->push_back(e.what());
+  };
+  {
+    Map map{std::make_unique<TestBackend>(control), options};
+    map.insert("a", "1").get();
+    map.insert("b", "2").get();
+    control->unreadable = true;
+    const auto fail = [&](auto&& future) {
+      control->fail_next = 1;
+      EXPECT_THROW(future().get(), pmap::Error);
+    };
+    fail([&] { return map.insert("a", "changed"); });
+    fail([&] { return map.insert("fresh", "x"); });
+    fail([&] { return map.erase("b"); });
+    fail([&] { return map.update("a", [](std::optional<std::string>& v) { v.reset(); }); });
+    fail([&] {
+      pmap::Batch<std::string, std::string> batch;
+      batch.insert("a", "x").insert("a", "y").erase("b").insert("c", "new");
+      return map.apply(batch);
+    });
+    EXPECT_EQ(cache_contents(map), (std::map<std::string, std::string>{{"a", "1"}, {"b", "2"}}));
+    control->unreadable = false;
+    EXPECT_EQ(cache_contents(map), backend_contents(map.backend()));
+    EXPECT_THROW(map.flush().get(), pmap::Error);
+  }
+  for (const auto& r : *reports) ADD_FAILURE() << "reported: " << r;
+}
+
+// Two groups writing one key both fail, the second queued while the first
+// was being committed: the key goes back to its stored value, not to the
+// first group's refused one (the second write's record learns it).
+TEST(Invariant4_NoDivergence, ANewerWriteThatFailsTooGoesBackToTheStoredValue) {
+  auto control = std::make_shared<Control>();
+  Gate gate;
+  Map map{std::make_unique<TestBackend>(control)};
+  map.insert("k", "stored").get();
+  map.insert("gone", "stored").get();
+  control->pause_in_write = &gate;
+  auto doomed = map.insert("k", "doomed");  // its group waits inside write()
+  ASSERT_TRUE(gate.wait_arrivals(1));
+  auto erased = map.erase("gone");
+  auto newer = map.insert("k", "newer");  // queued behind it
+  pmap::Batch<std::string, std::string> batch;
+  batch.insert("gone", "back").insert("k", "batched");
+  auto batched = map.apply(batch);
+  control->fail_next = 3;  // every group from here fails
+  gate.open();
+  EXPECT_THROW(doomed.get(), pmap::Error);
+  EXPECT_THROW(erased.get(), pmap::Error);
+  EXPECT_THROW(newer.get(), pmap::Error);
+  EXPECT_THROW(batched.get(), pmap::Error);
+  EXPECT_EQ(map.get("k"), "stored");
+  EXPECT_EQ(map.get("gone"), "stored");
+  EXPECT_EQ(cache_contents(map), backend_contents(map.backend()));
+}
+
+// The same after a failed clear, whose repair reads the store back: a newer
+// write that fails too restores the stored value, not "absent".
+TEST(Invariant4_NoDivergence, AWriteAfterAFailedClearThatFailsTooGoesBackToTheStoredValue) {
+  auto control = std::make_shared<Control>();
+  Gate first_gate, clear_gate;
+  Map map{std::make_unique<TestBackend>(control)};
+  map.insert("k", "stored").get();
+  map.insert("other", "stored").get();
+  control->pause_in_write = &first_gate;
+  auto before = map.insert("k", "refused");  // a group paused inside write()
+  ASSERT_TRUE(first_gate.wait_arrivals(1));
+  control->pause_in_write = &clear_gate;  // the next group: the clear alone
+  auto cleared = map.clear();
+  control->fail_next = 3;
+  first_gate.open();
+  ASSERT_TRUE(clear_gate.wait_arrivals(1));
+  auto after = map.insert("k", "after the clear");  // a group of its own
+  clear_gate.open();
+  EXPECT_THROW(before.get(), pmap::Error);
+  EXPECT_THROW(cleared.get(), pmap::Error);
+  EXPECT_THROW(after.get(), pmap::Error);
+  EXPECT_EQ(map.get("k"), "stored");
+  EXPECT_EQ(cache_contents(map), backend_contents(map.backend()));
+}
+
 TEST(Invariant4_NoDivergence, FailedEraseBatchAndClearAreRolledBack) {
   auto control = std::make_shared<Control>();
   Map map{std::make_unique<TestBackend>(control)};
@@ -489,7 +580,7 @@ struct pmap::Codec<Held> {
 
 namespace {
 
-// The repair of a failed commit decodes what the store holds with no lock
+// The repair of a failed clear decodes what the store holds with no lock
 // held: readers of every shard go on while it decodes.
 TEST(Invariant7_ReadersNeverBlock, ReadsProceedWhileAFailedCommitIsRepaired) {
   auto control = std::make_shared<Control>();
@@ -497,19 +588,20 @@ TEST(Invariant7_ReadersNeverBlock, ReadsProceedWhileAFailedCommitIsRepaired) {
   for (int i = 0; i < 100; ++i) map.insert("k" + std::to_string(i), Held{"v"});
   map.flush().get();
   Gate gate;
-  hold_decoding = &gate;
   control->fail_next = 1;
-  auto failed = map.insert("k0", Held{"new"});
-  ASSERT_TRUE(gate.wait_arrivals(1));  // the repair is decoding k0's stored value
+  hold_decoding = &gate;
+  auto failed = map.clear();
+  ASSERT_TRUE(gate.wait_arrivals(1));  // the repair is decoding a stored value
   within_deadline(
-      [&] {
-        for (int i = 0; i < 100; ++i) ASSERT_TRUE(map.contains("k" + std::to_string(i)));
-        EXPECT_EQ(map.size(), 100u);
+      [&] {  // the clear shows until its repair has decoded every stored value
+        for (int i = 0; i < 100; ++i) ASSERT_FALSE(map.contains("k" + std::to_string(i)));
+        EXPECT_EQ(map.size(), 0u);
       },
       "reading while a failed commit is repaired");
   EXPECT_FALSE(failed.ready()) << "the future completed before its repair";
   gate.open();
   EXPECT_THROW(failed.get(), pmap::Error);
+  EXPECT_EQ(map.size(), 100u);
   EXPECT_EQ(map.get("k0")->text, "v");
 }
 

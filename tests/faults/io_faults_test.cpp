@@ -652,6 +652,35 @@ TEST_P(IoFaults, FileTruncatedRefusesWritesWithACorruptError) {
   EXPECT_EQ(slurp(file), truncated) << "closing rewrote a file another program truncated";
 }
 
+// After a write refused on a truncated file, the cache is repaired from the
+// refused writes' own undo records, not by reading the damaged file back: it
+// holds every committed entry, as the error message promises
+// ("snapshot() copies it out").
+TEST_P(IoFaults, TruncatedFileRepairsTheCacheWithoutReadingIt) {
+  TempDir dir;
+  const fs::path file = file_in(dir.path());
+  std::map<std::string, std::string> committed;
+  {
+    auto map = open(file);
+    insert_acked(*map, committed, 200);
+  }
+  Reports reports;
+  {
+    auto map = open(file, reports.options());
+    fs::resize_file(file, csv() ? 100 : 4096);
+    for (auto refused : {std::function<void()>([&] { map->insert(key(7), "changed").get(); }),
+                         std::function<void()>([&] { map->erase(key(8)).get(); }),
+                         std::function<void()>([&] { map->insert("new", "x").get(); })})
+      EXPECT_THROW(refused(), pmap::Error);
+    EXPECT_EQ(map->get(key(7)), value(7));
+    EXPECT_EQ(map->get(key(8)), value(8));
+    EXPECT_FALSE(map->contains("new"));
+    EXPECT_EQ(entries_of(*map), committed);
+    EXPECT_THROW(map->close().get(), pmap::Error);
+  }
+  EXPECT_TRUE(reports.mentioning("read back").empty()) << reports.mentioning("read back")[0];
+}
+
 // Replaced (as an editor saves: write a new file, rename it over): writes
 // are refused, and closing does not overwrite the other program's file.
 TEST_P(IoFaults, FileReplacedByAnotherProgramIsNeverOverwritten) {

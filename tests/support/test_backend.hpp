@@ -3,8 +3,6 @@
 // thread at a point, and temporary directories.
 #pragma once
 
-#include <pmap/pmap.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -13,8 +11,9 @@
 #include <fstream>
 #include <map>
 #include <mutex>
-#include <sstream>
+#include <pmap/pmap.hpp>
 #include <random>
+#include <sstream>
 #include <string>
 
 namespace pmap_test {
@@ -51,11 +50,12 @@ class Gate {
 
 // Shared between a test and its backend (the map owns the backend).
 struct Control {
-  std::atomic<int> writes{0};        // write() calls that committed
-  std::atomic<int> written_ops{0};   // Write entries committed
-  std::atomic<int> fail_next{0};     // fail this many upcoming write() calls
+  std::atomic<int> writes{0};       // write() calls that committed
+  std::atomic<int> written_ops{0};  // Write entries committed
+  std::atomic<int> fail_next{0};    // fail this many upcoming write() calls
   std::atomic<int> fail_flushes{0};
-  Gate* pause_in_write = nullptr;    // if set, the next write() waits at it (once)
+  std::atomic<bool> unreadable{false};  // get() and scan() throw, as a damaged store's would
+  Gate* pause_in_write = nullptr;       // if set, the next write() waits at it (once)
   std::mutex mu;
 };
 
@@ -63,8 +63,14 @@ class TestBackend final : public pmap::Backend {
  public:
   explicit TestBackend(std::shared_ptr<Control> control) : control_(std::move(control)) {}
 
-  void scan(pmap::ScanSink sink) override { inner_.scan(std::move(sink)); }
-  std::optional<std::string> get(std::string_view key) override { return inner_.get(key); }
+  void scan(pmap::ScanSink sink) override {
+    readable();
+    inner_.scan(std::move(sink));
+  }
+  std::optional<std::string> get(std::string_view key) override {
+    readable();
+    return inner_.get(key);
+  }
   void write(std::span<const pmap::Write> batch) override {
     Gate* gate = nullptr;
     {
@@ -91,6 +97,11 @@ class TestBackend final : public pmap::Backend {
   pmap::MemoryBackend& inner() { return inner_; }
 
  private:
+  void readable() const {
+    if (control_->unreadable.load())
+      throw pmap::Error(pmap::Errc::corrupt, "test: injected read failure (a damaged store)");
+  }
+
   std::shared_ptr<Control> control_;
   pmap::MemoryBackend inner_;
 };

@@ -20,10 +20,17 @@
 // per pair) share a number, which can only make a repair keep a cached
 // value it should have replaced.
 //
+// Each local write also keeps what it replaced (its undo record: the key
+// and the value before it), until the writer settles it. A commit that
+// fails stored none of its writes (Backend::commit is atomic), so the cache
+// is repaired from those records alone (undo()) — no read of a store that
+// may be damaged or out of reach — except after a clear, whose record would
+// be the whole map: then the writer reads the store back (restore()).
+//
 // Every change reaches an entry through one function, assign(): local writes
 // (insert, erase, update, apply, clear) and the repair of a failed commit
-// (restore) differ only in whether they record a number and whether a newer
-// local write wins.
+// (undo, restore) differ only in whether they record a number and whether a
+// newer local write wins.
 //
 // Thread safety: every member may be called from any thread, except load(),
 // which is for the constructing thread before the cache is shared. A local
@@ -132,6 +139,20 @@ class Cache {
     std::optional<V> value;
   };
 
+  // What a local write replaced: the value before it (nullopt: absent),
+  // kept here or, for insert and erase, in their future's value.
+  struct Undo {
+    Seq seq;
+    K key;
+    std::optional<V> kept;
+    const std::optional<V>* replaced = nullptr;  // when not kept here
+    const std::optional<V>& before() const { return replaced ? *replaced : kept; }
+    void learn(const std::optional<V>& value) {
+      kept = value;
+      replaced = nullptr;
+    }
+  };
+
   // settled() returns the sequence number up to which the writer has
   // committed or repaired every write (numbers at or below it can go).
   Cache(std::size_t shards, std::function<Seq()> settled)
@@ -194,33 +215,39 @@ class Cache {
 
   // ---- Local writes. `publish` queues the encoded write and returns its
   // sequence number; it runs with the shard lock(s) held, after every check
-  // that could fail and before the cache changes. Insert and erase hand it
-  // the value their future will yield, as a std::optional<V>& it may move
-  // from — only if it returns: when it throws, the cache stays as it was.
+  // that could fail and before the cache changes; when it throws, the cache
+  // stays as it was. Insert and erase first move the value they replace
+  // into `replaced` — their future's value, which the writer keeps where it
+  // is until it has settled the write: the write's undo record points at it.
 
   template <class Publish>
-  void insert(K key, V value, Publish&& publish) {
+  void insert(K key, V value, std::optional<V>& replaced, Publish&& publish) {
     const std::size_t h = hash(Traits::view(key));
     Shard& shard = shard_for(h);
     WriterLock lock(shard.mutex);
     auto it = shard.table.find(Traits::probe(Traits::view(key), h));
-    std::optional<V> previous;
-    if (it != shard.table.end()) previous.emplace(std::move(it->second));
-    const Seq seq = publish_or_put_back(shard, it, previous, publish);
-    assign(shard, it, std::move(key), std::optional<V>(std::move(value)), h, seq);
+    const bool found = it != shard.table.end();
+    const Seq seq = publish_replacing(shard, it, replaced, publish);
+    if (found) {  // the table keeps its own key: this one goes to the record
+      keep(shard, Undo{seq, std::move(key), {}, &replaced});
+      assign(shard, it, std::nullopt, std::optional<V>(std::move(value)), h, seq);
+    } else {
+      keep(shard, Undo{seq, key, {}, &replaced});
+      assign(shard, it, std::move(key), std::optional<V>(std::move(value)), h, seq);
+    }
   }
 
   // Returns false (and publishes nothing) when key is absent.
   template <class Q, class Publish>
-  bool erase(const Q& key, Publish&& publish) {
+  bool erase(const Q& key, std::optional<V>& replaced, Publish&& publish) {
     const auto& view = Traits::view(key);
     const std::size_t h = hash(view);
     Shard& shard = shard_for(h);
     WriterLock lock(shard.mutex);
     auto it = shard.table.find(Traits::probe(view, h));
     if (it == shard.table.end()) return false;
-    std::optional<V> removed(std::move(it->second));
-    const Seq seq = publish_or_put_back(shard, it, removed, publish);
+    const Seq seq = publish_replacing(shard, it, replaced, publish);
+    keep(shard, Undo{seq, it->first, {}, &replaced});
     assign(shard, it, std::nullopt, std::nullopt, h, seq);
     return true;
   }
@@ -237,15 +264,19 @@ class Cache {
     WriterLock lock(shard.mutex);
     auto it = shard.table.find(Traits::probe(view, h));
     const bool found = it != shard.table.end();
-    std::optional<V> value;
-    if (found) value = it->second;  // a copy: f may throw halfway
+    // A copy: f may throw halfway.
+    std::optional<V> value = found ? std::optional<V>(it->second) : std::optional<V>();
     f(value);
     if (!value && !found) return false;
     const Seq seq = publish(std::as_const(value));
-    if (found)
+    if (found) {
+      keep(shard, Undo{seq, it->first, std::move(it->second)});
       assign(shard, it, std::nullopt, std::move(value), h, seq);
-    else
-      assign(shard, it, std::optional<K>(K(key)), std::move(value), h, seq);
+    } else {
+      K k(key);
+      keep(shard, Undo{seq, k, std::nullopt});
+      assign(shard, it, std::move(k), std::move(value), h, seq);
+    }
     return true;
   }
 
@@ -266,7 +297,13 @@ class Cache {
     for (std::size_t i = 0; i < changes.size(); ++i) {
       Shard& shard = shards_[shard_of[i]];
       auto it = shard.table.find(changes[i].key);
-      assign(shard, it, std::move(changes[i].key), std::move(changes[i].value), hashes[i], seq);
+      if (it != shard.table.end()) {  // the table keeps its own key
+        keep(shard, Undo{seq, std::move(changes[i].key), std::move(it->second)});
+        assign(shard, it, std::nullopt, std::move(changes[i].value), hashes[i], seq);
+      } else {
+        keep(shard, Undo{seq, changes[i].key, std::nullopt});
+        assign(shard, it, std::move(changes[i].key), std::move(changes[i].value), hashes[i], seq);
+      }
     }
   }
 
@@ -283,28 +320,66 @@ class Cache {
     size_.store(0, std::memory_order_relaxed);
   }
 
-  // ---- Repair: what the store holds after a commit of writes numbered up
-  // to `through` failed. Each change applies unless a local write newer
-  // than `through` is still on its way for its key (that key keeps showing
-  // the newer value). When full (the failed group held a clear), stored is
-  // the whole store, and every other key without such a newer write goes.
-  // Takes one shard lock at a time; nothing is decoded under a lock.
-  void restore(std::span<Change> stored, bool full, Seq through) {
-    if (full) {
-      absl::flat_hash_set<K, typename Traits::Hash, typename Traits::Equal> keep;
-      keep.reserve(stored.size());
-      for (const Change& c : stored) keep.insert(c.key);
-      for (std::size_t i = 0; i < shard_count_; ++i) {
-        Shard& shard = shards_[i];
-        WriterLock lock(shard.mutex);
-        if (clear_seq_ > through) return;  // a newer clear shows every key as it should
-        for (auto it = shard.table.begin(); it != shard.table.end();) {
-          auto next = std::next(it);  // erasing leaves the other iterators valid
-          const std::size_t h = hash(Traits::view(it->first));
-          if (newest_write(shard, h) <= through && !keep.contains(it->first))
-            assign(shard, it, std::nullopt, std::nullopt, h, 0);
-          it = next;
+  // ---- Repair after a failed commit of the writes numbered first..through.
+  // Neither function is for several threads at once (the writer calls them).
+
+  // None of those writes reached the store: each key they wrote goes back to
+  // what the first of them replaced. A key with a local write newer than
+  // `through` still on its way keeps showing it, and that write's undo
+  // record learns the value, in case its own commit fails too. Nothing is
+  // read from the store. Takes one shard lock at a time.
+  void undo(Seq first, Seq through) {
+    for (std::size_t i = 0; i < shard_count_; ++i) {
+      Shard& shard = shards_[i];
+      WriterLock lock(shard.mutex);
+      // The failed writes' first records, by key; nullptr once a newer
+      // write's record has taken the value over.
+      absl::flat_hash_map<K, Undo*, typename Traits::Hash, typename Traits::Equal> earliest;
+      for (Undo* u = first_after(shard, first - 1); u != shard.undo.data() + shard.undo.size();
+           ++u) {
+        if (u->seq <= through) {
+          earliest.try_emplace(u->key, u);
+        } else if (auto e = earliest.find(u->key); e != earliest.end() && e->second) {
+          u->learn(e->second->before());
+          e->second = nullptr;
         }
+      }
+      if (clear_seq_ > through) continue;  // a newer clear shows every key as it should
+      for (auto& [key, u] : earliest) {
+        if (!u) continue;
+        const std::size_t h = hash(Traits::view(key));
+        assign(shard, shard.table.find(Traits::probe(Traits::view(key), h)), std::move(u->key),
+               std::optional<V>(u->before()), h, 0);
+      }
+    }
+  }
+
+  // The failed writes held a clear, and `stored` is the whole store, read
+  // back: every key shows its stored value, or goes, unless a local write
+  // newer than `through` is on its way for it (that write's undo record
+  // learns the stored value instead). Takes one shard lock at a time;
+  // nothing is decoded under a lock.
+  void restore(std::span<Change> stored, Seq through) {
+    absl::flat_hash_map<K, std::size_t, typename Traits::Hash, typename Traits::Equal> index;
+    index.reserve(stored.size());
+    for (std::size_t i = 0; i < stored.size(); ++i) index.insert_or_assign(stored[i].key, i);
+    for (std::size_t i = 0; i < shard_count_; ++i) {
+      Shard& shard = shards_[i];
+      WriterLock lock(shard.mutex);
+      // Newer writes' records learn what the store holds.
+      absl::flat_hash_set<K, typename Traits::Hash, typename Traits::Equal> taught;
+      for (Undo* u = first_after(shard, through); u != shard.undo.data() + shard.undo.size(); ++u) {
+        if (!taught.insert(u->key).second) continue;
+        const auto at = index.find(u->key);
+        u->learn(at == index.end() ? std::nullopt : stored[at->second].value);
+      }
+      if (clear_seq_ > through) continue;  // a newer clear shows every key as it should
+      for (auto it = shard.table.begin(); it != shard.table.end();) {
+        auto next = std::next(it);  // erasing leaves the other iterators valid
+        const std::size_t h = hash(Traits::view(it->first));
+        if (newest_write(shard, h) <= through && !index.contains(it->first))
+          assign(shard, it, std::nullopt, std::nullopt, h, 0);
+        it = next;
       }
     }
     for (Change& c : stored) {
@@ -328,8 +403,36 @@ class Cache {
     // outgrows prune_at.
     absl::flat_hash_map<std::size_t, Seq> recent ABSL_GUARDED_BY(mutex);
     std::size_t prune_at ABSL_GUARDED_BY(mutex) = kMinPrune;
+    // Undo records of the local writes, in sequence order (the shard lock
+    // orders them): those from undo_head on may not be settled yet.
+    std::vector<Undo> undo ABSL_GUARDED_BY(mutex);
+    std::size_t undo_head ABSL_GUARDED_BY(mutex) = 0;
+    std::size_t undo_prune_at ABSL_GUARDED_BY(mutex) = kMinPrune;
   };
   static constexpr std::size_t kMinPrune = 64;
+
+  // Keeps a local write's undo record. Settled records go once the shard
+  // has kept more than undo_prune_at since the last pruning.
+  void keep(Shard& shard, Undo&& undo) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
+    shard.undo.push_back(std::move(undo));
+    if (shard.undo.size() - shard.undo_head < shard.undo_prune_at) return;
+    const Seq settled = settled_();
+    while (shard.undo_head < shard.undo.size() && shard.undo[shard.undo_head].seq <= settled)
+      ++shard.undo_head;
+    if (shard.undo_head * 2 >= shard.undo.size()) {
+      shard.undo.erase(shard.undo.begin(),
+                       shard.undo.begin() + static_cast<std::ptrdiff_t>(shard.undo_head));
+      shard.undo_head = 0;
+    }
+    shard.undo_prune_at = std::max(kMinPrune, 2 * (shard.undo.size() - shard.undo_head));
+  }
+
+  // The first undo record numbered after seq.
+  static Undo* first_after(Shard& shard, Seq seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
+    return std::partition_point(shard.undo.data() + shard.undo_head,
+                                shard.undo.data() + shard.undo.size(),
+                                [&](const Undo& u) { return u.seq <= seq; });
+  }
 
   // The one place an entry changes. `it` is key's position in shard.table
   // (end() when absent); key is needed only when it is absent. value: the
@@ -360,14 +463,19 @@ class Cache {
     shard.prune_at = std::max(kMinPrune, 2 * shard.recent.size());
   }
 
-  // publish(value); if it throws, value goes back into *it (when present).
+  // Moves the value at it (if any) into `replaced`, then publish(); if that
+  // throws, the value goes back.
   template <class Publish>
-  static Seq publish_or_put_back(Shard& shard, typename Table::iterator it, std::optional<V>& value,
-                                 Publish& publish) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
+  static Seq publish_replacing(Shard& shard, typename Table::iterator it,
+                               std::optional<V>& replaced, Publish& publish)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
+    replaced.reset();
+    if (it != shard.table.end()) replaced.emplace(std::move(it->second));
     try {
-      return publish(value);
+      return publish();
     } catch (...) {
-      if (it != shard.table.end() && value) it->second = std::move(*value);
+      if (replaced) it->second = std::move(*replaced);
+      replaced.reset();
       throw;
     }
   }

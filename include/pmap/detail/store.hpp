@@ -41,14 +41,16 @@ class Writer;
 // (0 is "no local write").
 using Seq = std::uint64_t;
 
-// What the store holds after a commit failed, for the cache to show again.
+// A failed commit, for the cache to show what the store holds again. None
+// of the group's writes reached the store (Backend::commit is atomic): the
+// cache puts back what they replaced — except after a clear (full), when
+// entries is every stored entry, read back.
 struct Restore {
-  // The stored value of every key of the failed group (nullopt: absent);
-  // when full (the group held a clear), every stored entry.
   std::vector<std::pair<std::string, std::optional<std::string>>> entries;
   bool full = false;
-  // The failed group's last sequence number: a key written after it keeps
-  // its cached value.
+  // The failed group's first and last sequence numbers: a key written after
+  // `through` keeps its cached value.
+  std::uint64_t first = 0;
   std::uint64_t through = 0;
   // The store's describe(), for messages.
   std::string where;
