@@ -450,19 +450,31 @@ struct CsvBackend::Impl {
               std::to_string(free) + " are free; free some disk space");
       return false;
     }
+    std::string content;
     try {
-      rewrite();
-      compaction_reported = false;
-      retry_at = 0;
-      return true;
-    } catch (const Error& e) {
+      content = compact_form();
+      detail::replace_file(path, content);
+    } catch (const std::exception& e) {  // pmap::Error, or std::bad_alloc building the copy
       retry_at = lines + std::max(kMinLinesToCompact, lines / 4);
       skipped(e.what());
-    } catch (const std::exception& e) {  // std::bad_alloc building the copy
-      retry_at = lines + std::max(kMinLinesToCompact, lines / 4);
-      skipped(e.what());
+      return false;
     }
-    return false;
+    compaction_reported = false;
+    retry_at = 0;
+    adopt_or_tell(content.size());
+    return true;
+  }
+
+  // adopt(), after a rename that cannot be taken back: a failure to reopen
+  // the file fails no write (the next one opens it again), so it is told.
+  void adopt_or_tell(std::size_t length) noexcept {
+    try {
+      adopt(length);
+    } catch (const Error& e) {
+      tell(e);
+    } catch (const std::exception& e) {
+      tell(Error(Errc::io, where + ": " + e.what()));
+    }
   }
 
   void compact_if_needed() noexcept {
@@ -619,7 +631,7 @@ void CsvBackend::write(std::span<const Write> batch) {
       d.live_bytes = live_bytes;
       throw;
     }
-    d.adopt(content.size());
+    d.adopt_or_tell(content.size());  // committed, whatever happens now
     return;
   }
   d.append(batch);

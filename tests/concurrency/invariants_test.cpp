@@ -386,6 +386,38 @@ TEST(Invariant4_NoDivergence, AWriteAfterAFailedClearThatFailsTooGoesBackToTheSt
   EXPECT_EQ(cache_contents(map), backend_contents(map.backend()));
 }
 
+// A failed clear, then a clear that commits, then a write that fails, all
+// queued before the first failed (one write per group): the key stays
+// absent, as the second clear left the store — the write's record learns
+// nothing from what the first clear's repair read back.
+TEST(Invariant4_NoDivergence, AFailedWriteAfterAClearThatCommittedStaysCleared) {
+  auto control = std::make_shared<Control>();
+  Gate failing_clear, clear, write;
+  pmap::Options one_per_group;
+  one_per_group.max_group_writes = 1;
+  Map map{std::make_unique<TestBackend>(control), one_per_group};
+  map.insert("k", "stored").get();
+  control->pause_in_write = &failing_clear;
+  auto first = map.clear();
+  ASSERT_TRUE(failing_clear.wait_arrivals(1));
+  control->pause_in_write = &clear;
+  auto second = map.clear();
+  auto written = map.insert("k", "refused");
+  control->fail_next = 1;
+  failing_clear.open();
+  ASSERT_TRUE(clear.wait_arrivals(1));  // the first clear is repaired; the second waits
+  control->pause_in_write = &write;
+  clear.open();
+  ASSERT_TRUE(write.wait_arrivals(1));
+  control->fail_next = 1;
+  write.open();
+  EXPECT_THROW(first.get(), pmap::Error);
+  second.get();
+  EXPECT_THROW(written.get(), pmap::Error);
+  EXPECT_FALSE(map.get("k").has_value());
+  EXPECT_EQ(cache_contents(map), backend_contents(map.backend()));
+}
+
 TEST(Invariant4_NoDivergence, FailedEraseBatchAndClearAreRolledBack) {
   auto control = std::make_shared<Control>();
   Map map{std::make_unique<TestBackend>(control)};

@@ -51,6 +51,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -317,6 +318,9 @@ class Cache {
       shards_[i].recent.clear();  // the clear's number stands for them all
     }
     clear_seq_ = seq;
+    const Seq settled = settled_();
+    std::erase_if(clears_, [&](Seq c) { return c <= settled; });
+    clears_.push_back(seq);
     size_.store(0, std::memory_order_relaxed);
   }
 
@@ -335,8 +339,9 @@ class Cache {
       // The failed writes' first records, by key; nullptr once a newer
       // write's record has taken the value over.
       absl::flat_hash_map<K, Undo*, typename Traits::Hash, typename Traits::Equal> earliest;
-      for (Undo* u = first_after(shard, first - 1); u != shard.undo.data() + shard.undo.size();
-           ++u) {
+      const Seq clear = first_clear_after(through);
+      for (Undo* u = first_after(shard, first - 1);
+           u != shard.undo.data() + shard.undo.size() && u->seq < clear; ++u) {
         if (u->seq <= through) {
           earliest.try_emplace(u->key, u);
         } else if (auto e = earliest.find(u->key); e != earliest.end() && e->second) {
@@ -368,7 +373,9 @@ class Cache {
       WriterLock lock(shard.mutex);
       // Newer writes' records learn what the store holds.
       absl::flat_hash_set<K, typename Traits::Hash, typename Traits::Equal> taught;
-      for (Undo* u = first_after(shard, through); u != shard.undo.data() + shard.undo.size(); ++u) {
+      const Seq clear = first_clear_after(through);
+      for (Undo* u = first_after(shard, through);
+           u != shard.undo.data() + shard.undo.size() && u->seq < clear; ++u) {
         if (!taught.insert(u->key).second) continue;
         const auto at = index.find(u->key);
         u->learn(at == index.end() ? std::nullopt : stored[at->second].value);
@@ -425,6 +432,14 @@ class Cache {
       shard.undo_head = 0;
     }
     shard.undo_prune_at = std::max(kMinPrune, 2 * (shard.undo.size() - shard.undo_head));
+  }
+
+  // The number of the first local clear after seq, or max() when none may
+  // be pending: a record after it was made on an emptied cache, and learns
+  // nothing from what came before the clear. Any shard lock held.
+  Seq first_clear_after(Seq seq) const {
+    const auto c = std::upper_bound(clears_.begin(), clears_.end(), seq);
+    return c == clears_.end() ? std::numeric_limits<Seq>::max() : *c;
   }
 
   // The first undo record numbered after seq.
@@ -536,9 +551,11 @@ class Cache {
   ReaderCounters readers_;  // the shard locks' reader counts
   std::unique_ptr<Shard[]> shards_;
   std::atomic<std::size_t> size_{0};  // relaxed: a count, not a synchronisation point
-  // The number of the last local clear: written with every shard lock held,
+  // The number of the last local clear, and of every clear the writer may
+  // not have settled yet (ascending): written with every shard lock held,
   // read with any one of them held.
   Seq clear_seq_ = 0;
+  std::vector<Seq> clears_;
   const std::function<Seq()> settled_;
 };
 
