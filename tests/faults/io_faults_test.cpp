@@ -775,6 +775,38 @@ TEST(CsvFiles, LockFileAndDataFileLocksExcludeEachOther) {
   expect_locked_out();  // it creates the lock file, but not the data file's lock
 }
 
+// A file size limit (EFBIG) below the compacted copy's size: the open
+// compacts nothing, reports it once, and serves every entry.
+TEST(CsvFiles, FileSizeLimitSkipsCompactionAtOpen) {
+  TempDir dir;
+  const fs::path file = dir / "data.csv";
+  std::map<std::string, std::string> acked;
+  {
+    std::ofstream out(file);
+    out << "key,value\n";
+    for (int round = 0; round < 3; ++round)  // dead rows: worth compacting
+      for (int i = 0; i < 100; ++i) {
+        acked[key(i)] = value(i) + std::to_string(round);
+        out << key(i) << ',' << acked[key(i)] << '\n';
+      }
+  }
+  const std::string before = slurp(file);
+  Reports reports;
+  {
+    FileSizeLimit limit(4096);  // the compacted copy is about 12 KB
+    Map map{pmap::CsvBackend(file), reports.options()};
+    EXPECT_EQ(entries_of(map), acked);
+    limit.lift();
+  }
+  const auto skipped = reports.mentioning("not compacted at open");
+  ASSERT_EQ(skipped.size(), 1u);
+  expect_mentions(skipped[0], {"File too large", file.string()});
+  EXPECT_FALSE(fs::exists(file.string() + ".pmap-tmp"));
+  EXPECT_NE(slurp(file), before) << "closing (with the limit lifted) compacts it";
+  Map reopened{pmap::CsvBackend(file)};
+  EXPECT_EQ(entries_of(reopened), acked);
+}
+
 // A batch torn by a crash ends the file, and the disk is full so the open
 // cannot compact it away: it is cut off before the first append, which
 // would otherwise land inside the torn batch's announced length.
