@@ -141,7 +141,9 @@ class Cache {
   };
 
   // What a local write replaced: the value before it (nullopt: absent),
-  // kept here or, for insert and erase, in their future's value.
+  // kept here or, for insert and erase, in their future's value — which
+  // lives until the writer has settled the write, and is read only before
+  // then (a settled record is never read, only dropped).
   struct Undo {
     Seq seq;
     K key;
