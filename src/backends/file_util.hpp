@@ -80,7 +80,6 @@ class FileWatch {
   explicit FileWatch(std::filesystem::path path) : path_(std::move(path)) {}
   // Records the file now at path (the backend's own file). Errors: Errc::io.
   void seen(const std::string& where);
-  bool has_seen() const noexcept { return size_ >= 0; }
   // The backend itself made the file this long.
   void expect_size(long long size) noexcept { size_ = size; }
   // What the file's size may have become since: anything (a file that
@@ -98,7 +97,6 @@ class FileWatch {
   // `rule` (truncated or changed). The messages say what to do.
   void check(const std::string& where, Size rule,
              const std::function<bool(long long)>& shrink_ok = {});
-  long long size() const noexcept { return size_; }
 
  private:
   std::filesystem::path path_;
