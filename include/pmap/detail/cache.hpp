@@ -6,31 +6,24 @@
 // other threads' readers write). Reads take one shard's lock shared and never
 // wait for the disk or the writer.
 //
-// Each shard also remembers, for every key with a recent local write, that
-// write's sequence number (the write queue numbers each operation, in queue
-// order) until the writer has settled it, erases included; a local clear
-// records its number for every key at once. So the cache can tell, for any
-// key, whether a local write newer than some point may still be on its way
-// to the store — which is all that repairing a failed commit needs (and,
-// later, applying other processes' changes): the rule lives here, not in the
-// writer's queue. The numbers are kept beside the entries, keyed by the
-// key's 64-bit hash, so that the entries themselves stay as small as a plain
-// hash map's (reads and loading touch no more memory) and a number costs no
-// copy of the key. Two keys whose hashes collide (about one chance in 2^64
-// per pair) share a number, which can only make a repair keep a cached
-// value it should have replaced.
-//
-// Each local write also keeps what it replaced (its undo record: the key
-// and the value before it), until the writer settles it. A commit that
-// fails stored none of its writes (Backend::commit is atomic), so the cache
-// is repaired from those records alone (undo()) — no read of a store that
-// may be damaged or out of reach — except after a clear, whose record would
-// be the whole map: then the writer reads the store back (restore()).
+// Each local write also keeps an undo record — its sequence number (the
+// write queue numbers each operation, in queue order), its key and the value
+// it replaced — beside its shard, until the writer settles it; a local clear
+// records its number once, for every key. So the cache can tell, for any key,
+// whether a local write newer than some point may still be on its way to the
+// store, and what the key held before it — which is all that repairing a
+// failed commit needs (and, later, applying other processes' changes): the
+// rule lives here, not in the writer's queue. A commit that fails stored
+// none of its writes (Backend::commit is atomic), so the cache is repaired
+// from those records alone (undo()) — no read of a store that may be damaged
+// or out of reach — except after a clear, whose record would be the whole
+// map: then the writer reads the store back (restore()). The records sit
+// beside the entries, so that the entries themselves stay as small as a
+// plain hash map's (reads and loading touch no more memory).
 //
 // Every change reaches an entry through one function, assign(): local writes
 // (insert, erase, update, apply, clear) and the repair of a failed commit
-// (undo, restore) differ only in whether they record a number and whether a
-// newer local write wins.
+// (undo, restore).
 //
 // Thread safety: every member may be called from any thread, except load(),
 // which is for the constructing thread before the cache is shared. A local
@@ -233,10 +226,10 @@ class Cache {
     const Seq seq = publish_replacing(shard, it, replaced, publish);
     if (found) {  // the table keeps its own key: this one goes to the record
       keep(shard, Undo{seq, std::move(key), {}, &replaced});
-      assign(shard, it, std::nullopt, std::optional<V>(std::move(value)), h, seq);
+      assign(shard, it, std::nullopt, std::optional<V>(std::move(value)));
     } else {
       keep(shard, Undo{seq, key, {}, &replaced});
-      assign(shard, it, std::move(key), std::optional<V>(std::move(value)), h, seq);
+      assign(shard, it, std::move(key), std::optional<V>(std::move(value)));
     }
   }
 
@@ -251,7 +244,7 @@ class Cache {
     if (it == shard.table.end()) return false;
     const Seq seq = publish_replacing(shard, it, replaced, publish);
     keep(shard, Undo{seq, it->first, {}, &replaced});
-    assign(shard, it, std::nullopt, std::nullopt, h, seq);
+    assign(shard, it, std::nullopt, std::nullopt);
     return true;
   }
 
@@ -274,11 +267,11 @@ class Cache {
     const Seq seq = publish(std::as_const(value));
     if (found) {
       keep(shard, Undo{seq, it->first, std::move(it->second)});
-      assign(shard, it, std::nullopt, std::move(value), h, seq);
+      assign(shard, it, std::nullopt, std::move(value));
     } else {
       K k(key);
       keep(shard, Undo{seq, k, std::nullopt});
-      assign(shard, it, std::move(k), std::move(value), h, seq);
+      assign(shard, it, std::move(k), std::move(value));
     }
     return true;
   }
@@ -288,13 +281,9 @@ class Cache {
   // publish() -> Seq, once for all of them.
   template <class Publish>
   void apply(std::span<Change> changes, Publish&& publish) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    std::vector<std::size_t> hashes, shard_of;
-    hashes.reserve(changes.size());
+    std::vector<std::size_t> shard_of;
     shard_of.reserve(changes.size());
-    for (const Change& c : changes) {
-      hashes.push_back(hash(Traits::view(c.key)));
-      shard_of.push_back(shard_index(hashes.back()));
-    }
+    for (const Change& c : changes) shard_of.push_back(shard_index(hash(Traits::view(c.key))));
     const auto locks = lock_shards(shard_of);
     const Seq seq = publish();
     for (std::size_t i = 0; i < changes.size(); ++i) {
@@ -302,10 +291,10 @@ class Cache {
       auto it = shard.table.find(changes[i].key);
       if (it != shard.table.end()) {  // the table keeps its own key
         keep(shard, Undo{seq, std::move(changes[i].key), std::move(it->second)});
-        assign(shard, it, std::nullopt, std::move(changes[i].value), hashes[i], seq);
+        assign(shard, it, std::nullopt, std::move(changes[i].value));
       } else {
         keep(shard, Undo{seq, changes[i].key, std::nullopt});
-        assign(shard, it, std::move(changes[i].key), std::move(changes[i].value), hashes[i], seq);
+        assign(shard, it, std::move(changes[i].key), std::move(changes[i].value));
       }
     }
   }
@@ -315,10 +304,7 @@ class Cache {
   void clear(Publish&& publish) ABSL_NO_THREAD_SAFETY_ANALYSIS {
     const auto locks = lock_all();
     const Seq seq = publish();
-    for (std::size_t i = 0; i < shard_count_; ++i) {
-      shards_[i].table.clear();
-      shards_[i].recent.clear();  // the clear's number stands for them all
-    }
+    for (std::size_t i = 0; i < shard_count_; ++i) shards_[i].table.clear();
     clear_seq_ = seq;
     const Seq settled = settled_();
     std::erase_if(clears_, [&](Seq c) { return c <= settled; });
@@ -356,7 +342,7 @@ class Cache {
         if (!u) continue;
         const std::size_t h = hash(Traits::view(key));
         assign(shard, shard.table.find(Traits::probe(Traits::view(key), h)), std::move(u->key),
-               std::optional<V>(u->before()), h, 0);
+               std::optional<V>(u->before()));
       }
     }
   }
@@ -370,34 +356,36 @@ class Cache {
     absl::flat_hash_map<K, std::size_t, typename Traits::Hash, typename Traits::Equal> index;
     index.reserve(stored.size());
     for (std::size_t i = 0; i < stored.size(); ++i) index.insert_or_assign(stored[i].key, i);
+    // Per shard, the keys with a local write newer than `through` (from
+    // their undo records): they keep their cached value.
+    std::vector<absl::flat_hash_set<K, typename Traits::Hash, typename Traits::Equal>> newer(
+        shard_count_);
     for (std::size_t i = 0; i < shard_count_; ++i) {
       Shard& shard = shards_[i];
       WriterLock lock(shard.mutex);
-      // Newer writes' records learn what the store holds.
-      absl::flat_hash_set<K, typename Traits::Hash, typename Traits::Equal> taught;
+      // Their first records learn what the store holds.
       const Seq clear = first_clear_after(through);
       for (Undo* u = first_after(shard, through);
            u != shard.undo.data() + shard.undo.size() && u->seq < clear; ++u) {
-        if (!taught.insert(u->key).second) continue;
+        if (!newer[i].insert(u->key).second) continue;
         const auto at = index.find(u->key);
         u->learn(at == index.end() ? std::nullopt : stored[at->second].value);
       }
       if (clear_seq_ > through) continue;  // a newer clear shows every key as it should
       for (auto it = shard.table.begin(); it != shard.table.end();) {
         auto next = std::next(it);  // erasing leaves the other iterators valid
-        const std::size_t h = hash(Traits::view(it->first));
-        if (newest_write(shard, h) <= through && !index.contains(it->first))
-          assign(shard, it, std::nullopt, std::nullopt, h, 0);
+        if (!newer[i].contains(it->first) && !index.contains(it->first))
+          assign(shard, it, std::nullopt, std::nullopt);
         it = next;
       }
     }
     for (Change& c : stored) {
-      const std::size_t h = hash(Traits::view(c.key));
-      Shard& shard = shard_for(h);
+      const std::size_t i = shard_index(hash(Traits::view(c.key)));
+      Shard& shard = shards_[i];
       WriterLock lock(shard.mutex);
-      if (newest_write(shard, h) > through) continue;
+      if (clear_seq_ > through || newer[i].contains(c.key)) continue;
       const auto it = shard.table.find(c.key);  // before the key is moved from
-      assign(shard, it, std::move(c.key), std::move(c.value), h, 0);
+      assign(shard, it, std::move(c.key), std::move(c.value));
     }
   }
 
@@ -407,11 +395,6 @@ class Cache {
   struct alignas(64) Shard {
     mutable ReadMostlyMutex mutex;
     Table table ABSL_GUARDED_BY(mutex);
-    // The number of the last local write to each key (by its hash) that the
-    // writer may not have settled yet; pruned of settled ones when it
-    // outgrows prune_at.
-    absl::flat_hash_map<std::size_t, Seq> recent ABSL_GUARDED_BY(mutex);
-    std::size_t prune_at ABSL_GUARDED_BY(mutex) = kMinPrune;
     // Undo records of the local writes, in sequence order (the shard lock
     // orders them): those from undo_head on may not be settled yet.
     std::vector<Undo> undo ABSL_GUARDED_BY(mutex);
@@ -453,11 +436,9 @@ class Cache {
 
   // The one place an entry changes. `it` is key's position in shard.table
   // (end() when absent); key is needed only when it is absent. value: the
-  // new value, or nullopt to erase. h: the key's hash. seq: the local
-  // write's number, recorded for the key, or 0 for the store's own state.
+  // new value, or nullopt to erase.
   void assign(Shard& shard, typename Table::iterator it, std::optional<K> key,
-              std::optional<V> value, std::size_t h, Seq seq)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
+              std::optional<V> value) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
     if (value) {
       if (it != shard.table.end()) {
         it->second = std::move(*value);
@@ -469,15 +450,6 @@ class Cache {
       shard.table.erase(it);
       size_.fetch_sub(1, std::memory_order_relaxed);
     }
-    if (seq != 0) record(shard, h, seq);
-  }
-
-  void record(Shard& shard, std::size_t h, Seq seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
-    shard.recent.insert_or_assign(h, seq);
-    if (shard.recent.size() < shard.prune_at) return;
-    const Seq settled = settled_();
-    absl::erase_if(shard.recent, [&](const auto& r) { return r.second <= settled; });
-    shard.prune_at = std::max(kMinPrune, 2 * shard.recent.size());
   }
 
   // Moves the value at it (if any) into `replaced`, then publish(); if that
@@ -495,18 +467,6 @@ class Cache {
       replaced.reset();
       throw;
     }
-  }
-
-  // The number of the newest local write that may be pending for the key
-  // with hash h (0: none since it was loaded or restored).
-  Seq newest_write(const Shard& shard, std::size_t h) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
-    Seq seq = 0;
-    if (!shard.recent.empty()) {
-      auto r = shard.recent.find(h);
-      if (r != shard.recent.end()) seq = r->second;
-    }
-    return std::max(seq, clear_seq_);
   }
 
   template <class Out>
