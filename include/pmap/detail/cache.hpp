@@ -226,10 +226,10 @@ class Cache {
     const Seq seq = publish_replacing(shard, it, replaced, publish);
     if (found) {  // the table keeps its own key: this one goes to the record
       keep(shard, Undo{seq, std::move(key), {}, &replaced});
-      assign(shard, it, std::nullopt, std::optional<V>(std::move(value)));
+      assign(shard, it, nullptr, std::optional<V>(std::move(value)));
     } else {
       keep(shard, Undo{seq, key, {}, &replaced});
-      assign(shard, it, std::move(key), std::optional<V>(std::move(value)));
+      assign(shard, it, &key, std::optional<V>(std::move(value)));
     }
   }
 
@@ -244,7 +244,7 @@ class Cache {
     if (it == shard.table.end()) return false;
     const Seq seq = publish_replacing(shard, it, replaced, publish);
     keep(shard, Undo{seq, it->first, {}, &replaced});
-    assign(shard, it, std::nullopt, std::nullopt);
+    assign(shard, it, nullptr, std::nullopt);
     return true;
   }
 
@@ -267,11 +267,11 @@ class Cache {
     const Seq seq = publish(std::as_const(value));
     if (found) {
       keep(shard, Undo{seq, it->first, std::move(it->second)});
-      assign(shard, it, std::nullopt, std::move(value));
+      assign(shard, it, nullptr, std::move(value));
     } else {
       K k(key);
       keep(shard, Undo{seq, k, std::nullopt});
-      assign(shard, it, std::move(k), std::move(value));
+      assign(shard, it, &k, std::move(value));
     }
     return true;
   }
@@ -291,10 +291,10 @@ class Cache {
       auto it = shard.table.find(changes[i].key);
       if (it != shard.table.end()) {  // the table keeps its own key
         keep(shard, Undo{seq, std::move(changes[i].key), std::move(it->second)});
-        assign(shard, it, std::nullopt, std::move(changes[i].value));
+        assign(shard, it, nullptr, std::move(changes[i].value));
       } else {
         keep(shard, Undo{seq, changes[i].key, std::nullopt});
-        assign(shard, it, std::move(changes[i].key), std::move(changes[i].value));
+        assign(shard, it, &changes[i].key, std::move(changes[i].value));
       }
     }
   }
@@ -341,7 +341,7 @@ class Cache {
       for (auto& [key, u] : earliest) {
         if (!u) continue;
         const std::size_t h = hash(Traits::view(key));
-        assign(shard, shard.table.find(Traits::probe(Traits::view(key), h)), std::move(u->key),
+        assign(shard, shard.table.find(Traits::probe(Traits::view(key), h)), &u->key,
                std::optional<V>(u->before()));
       }
     }
@@ -375,7 +375,7 @@ class Cache {
       for (auto it = shard.table.begin(); it != shard.table.end();) {
         auto next = std::next(it);  // erasing leaves the other iterators valid
         if (!newer[i].contains(it->first) && !index.contains(it->first))
-          assign(shard, it, std::nullopt, std::nullopt);
+          assign(shard, it, nullptr, std::nullopt);
         it = next;
       }
     }
@@ -385,7 +385,7 @@ class Cache {
       WriterLock lock(shard.mutex);
       if (clear_seq_ > through || newer[i].contains(c.key)) continue;
       const auto it = shard.table.find(c.key);  // before the key is moved from
-      assign(shard, it, std::move(c.key), std::move(c.value));
+      assign(shard, it, &c.key, std::move(c.value));
     }
   }
 
@@ -435,10 +435,10 @@ class Cache {
   }
 
   // The one place an entry changes. `it` is key's position in shard.table
-  // (end() when absent); key is needed only when it is absent. value: the
-  // new value, or nullopt to erase.
-  void assign(Shard& shard, typename Table::iterator it, std::optional<K> key,
-              std::optional<V> value) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
+  // (end() when absent); *key is moved into the table when it is absent
+  // (may be null otherwise). value: the new value, or nullopt to erase.
+  void assign(Shard& shard, typename Table::iterator it, K* key, std::optional<V> value)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
     if (value) {
       if (it != shard.table.end()) {
         it->second = std::move(*value);
