@@ -21,7 +21,38 @@ namespace pmap {
 using detail::Mutex;
 using detail::MutexLock;
 
+struct Backend::Wake {
+  Mutex mutex;
+  detail::CondVar cv;
+  bool interrupted ABSL_GUARDED_BY(mutex) = false;
+};
+
+Backend::Backend() : wake_(std::make_shared<Wake>()) {}
 Backend::~Backend() = default;
+
+Durability Backend::commit_shared(std::span<const Write>, std::span<const Expect>, std::uint64_t,
+                                  std::vector<Conflict>&) {
+  throw Error(Errc::invalid_argument,
+              describe() + ": commit_shared() called on a backend that is not shared");
+}
+
+void Backend::wait_for_change(std::uint64_t, std::chrono::milliseconds timeout) {
+  Wake& w = *wake_;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  MutexLock lock(w.mutex);
+  while (!w.interrupted && w.cv.wait_until(w.mutex, deadline)) {
+  }
+  w.interrupted = false;
+}
+
+void Backend::interrupt() {
+  Wake& w = *wake_;
+  {
+    MutexLock lock(w.mutex);
+    w.interrupted = true;
+  }
+  w.cv.signal_all();
+}
 
 namespace {
 

@@ -10,6 +10,7 @@
 
 #include <absl/base/thread_annotations.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 
@@ -45,6 +46,15 @@ class CondVar {
     std::unique_lock<std::mutex> lock(mu.mu_, std::adopt_lock);
     cv_.wait(lock);
     lock.release();  // still held, by the caller's scope
+  }
+  // wait() until deadline at the latest: false once it has passed.
+  template <class Clock, class Duration>
+  bool wait_until(Mutex& mu, std::chrono::time_point<Clock, Duration> deadline)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    std::unique_lock<std::mutex> lock(mu.mu_, std::adopt_lock);
+    const bool before = cv_.wait_until(lock, deadline) == std::cv_status::no_timeout;
+    lock.release();
+    return before;
   }
   void signal() noexcept { cv_.notify_one(); }
   void signal_all() noexcept { cv_.notify_all(); }

@@ -22,6 +22,8 @@
 // message.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -54,6 +56,7 @@ enum class Durability {
 
 class Backend {
  public:
+  Backend();
   virtual ~Backend();
 
   // Calls sink once per stored entry, in any order.
@@ -124,11 +127,97 @@ class Backend {
   // backend with nothing of the kind to say ignores it.
   virtual void report_to(std::function<void(const Error&)> report) { (void)report; }
 
-  // (Stores that several processes share will add members of the same kind,
-  // each with a default that keeps a backend like the above working as a
-  // store only this map writes: a record of committed changes read from a
-  // position, a wait for "something may have changed", and a write applied
-  // only if its keys still have the versions the map read.)
+  // ---- Shared stores: several maps, in any processes, on one store.
+  //
+  // A shared backend keeps a change record: every transaction committed by
+  // any session, in commit order, numbered by a Position, with the session
+  // that committed it (its origin) and a tag that session chose. A map reads
+  // it from a position to learn what others wrote (changes_since()), waits
+  // on it for "something may have changed" (wait_for_change()), and commits
+  // through commit_shared(), which tags the transaction and applies
+  // conditional writes (update() as compare-and-set). The defaults describe
+  // a store only this map writes: shared() false, and the map calls none of
+  // the members below.
+
+  // Whether other sessions may write this store: the map then keeps its
+  // cache coherent through the members below. Default: false.
+  virtual bool shared() const { return false; }
+
+  // This session's origin: a number no other live session of the store has
+  // (a random 63-bit number is enough). Called once, before the writer
+  // starts. Default: 0.
+  virtual std::uint64_t origin() const { return 0; }
+
+  // scan(), and the change record's position the scanned entries reflect
+  // (read in one snapshot). The map loads with it when shared() is true.
+  // Default: scan(sink), then 0.
+  virtual std::uint64_t scan_at(ScanSink sink) {
+    scan(std::move(sink));
+    return 0;
+  }
+
+  // A write applied only if its key then holds `value` (nullopt: only if it
+  // is absent): batch[index] in commit_shared().
+  struct Expect {
+    std::size_t index = 0;
+    std::optional<std::string> value;
+  };
+  // A conditional write that was not applied, and what its key held.
+  struct Conflict {
+    std::size_t index = 0;
+    std::optional<std::string> stored;
+  };
+
+  // commit() for a shared store: one transaction, recorded in the change
+  // record with this session's origin and `tag` (the map's number for the
+  // group). A write named in `expect` is applied only if its key holds the
+  // expected value at that point of the batch; the others are skipped and
+  // appended to `conflicts` (cleared first) with what their key held, while
+  // the rest of the batch commits. Atomic, durable and in doubt like
+  // commit(). Called on the writer thread. Default: Errc::invalid_argument
+  // (only a shared() backend is called).
+  virtual Durability commit_shared(std::span<const Write> batch, std::span<const Expect> expect,
+                                   std::uint64_t tag, std::vector<Conflict>& conflicts);
+
+  // One change of the record, as changes_since() reports it.
+  struct RecordedChange {
+    std::uint64_t origin = 0;  // the session that committed it
+    std::uint64_t tag = 0;     // the tag that session committed it with
+    Write::Op op = Write::Op::put;
+    std::string key;  // empty for a clear
+    // For a put: the key's value at the end of the read, or nullopt when a
+    // later change in the same read removed it (the put is then superseded).
+    std::optional<std::string> value;
+  };
+  struct ChangeRead {
+    // The read could not reach back to `from` (the record was trimmed past
+    // it, or recreated): changes is empty, and the reader must scan_at()
+    // the whole store instead.
+    bool gap = false;
+    std::uint64_t through = 0;            // the position the read reached
+    std::vector<RecordedChange> changes;  // whole transactions, commit order
+  };
+
+  // Every change committed after position `from`, in commit order, as one
+  // snapshot: whole transactions only. Called on a reader session (from
+  // open_reader()), on the map's watcher thread. Errors: throws when the
+  // record cannot be read (the map retries with back-off). Default: nothing
+  // changed (through = from).
+  virtual ChangeRead changes_since(std::uint64_t from) { return ChangeRead{false, from, {}}; }
+
+  // Blocks until a change after `from` may have been committed (a spurious
+  // return is fine), `timeout` passes, or interrupt() is called. Called on
+  // a reader session, on the watcher thread. Default: waits for timeout or
+  // interrupt().
+  virtual void wait_for_change(std::uint64_t from, std::chrono::milliseconds timeout);
+
+  // Makes a wait_for_change() in progress (or the next one) return at once.
+  // Thread-safe: called from any thread while the watcher waits.
+  virtual void interrupt();
+
+ private:
+  struct Wake;
+  std::shared_ptr<Wake> wake_;  // the default wait_for_change()'s
 };
 
 // Makes a backend from the part of a URI after "scheme:".

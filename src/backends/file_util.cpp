@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <limits>
+#include <string_view>
 #include <utility>
 
 namespace pmap::detail {
@@ -56,6 +57,7 @@ std::string holder_of(int fd) {
   char buf[32] = {};
   const ssize_t n = fd >= 0 ? ::pread(fd, buf, sizeof buf - 1, 0) : 0;
   if (n <= 0) return "another process";
+  if (std::string_view(buf).starts_with("shared")) return "shared mode by other maps";
   const long pid = std::strtol(buf, nullptr, 10);
   return pid == static_cast<long>(::getpid()) ? "another map in this process"
                                               : "process " + std::to_string(pid);
@@ -75,7 +77,7 @@ bool no_room_or_no_right(int err) {
 }  // namespace
 
 FileLock::FileLock(const std::filesystem::path& lock_path, const std::string& what,
-                   const std::filesystem::path* fallback) {
+                   const std::filesystem::path* fallback, Kind kind) {
   bool writable = true;
   fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd_ < 0 && no_room_or_no_right(errno)) {
@@ -91,9 +93,22 @@ FileLock::FileLock(const std::filesystem::path& lock_path, const std::string& wh
     }
   }
   if (fd_ < 0) throw_errno(errno, "cannot create the lock file " + lock_path.string());
-  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+  if (::flock(fd_, (kind == Kind::shared ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
     const int err = errno;
     const std::string holder = holder_of(on_data_file_ ? -1 : fd_);
+    if (err == EWOULDBLOCK && holder.starts_with("shared")) {
+      ::close(std::exchange(fd_, -1));
+      throw Error(Errc::locked, what + " is open in " + holder + " (lock file " +
+                                    lock_path.string() +
+                                    "); open it in shared mode too (mode=shared), or close them");
+    }
+    if (err == EWOULDBLOCK && kind == Kind::shared) {
+      ::close(std::exchange(fd_, -1));
+      throw Error(Errc::locked, what + " is open exclusively in " + holder + " (lock file " +
+                                    lock_path.string() +
+                                    "); shared openers need every map on it shared: close that "
+                                    "map, or have it open the table with mode=shared too");
+    }
     ::close(std::exchange(fd_, -1));
     if (err != EWOULDBLOCK) throw_errno(err, "cannot lock " + lock_path.string());
     throw_locked(what, holder,
@@ -102,7 +117,8 @@ FileLock::FileLock(const std::filesystem::path& lock_path, const std::string& wh
                                : "lock file " + lock_path.string());
   }
   if (!writable) return;
-  const std::string pid = std::to_string(::getpid()) + "\n";
+  const std::string pid =
+      kind == Kind::shared ? std::string("shared\n") : std::to_string(::getpid()) + "\n";
   // The pid is only for the message above; failing to record it is harmless.
   if (::ftruncate(fd_, 0) == 0) (void)!::pwrite(fd_, pid.data(), pid.size(), 0);
 }

@@ -31,13 +31,18 @@ void check_file_path(const std::filesystem::path& path, std::string_view kind);
 // lock falls back to `fallback` itself, when given: the data file, locked
 // the same way (on_data_file() then says so, and its owner must not replace
 // that file, or the lock would go with it).
+//
+// A shared lock (Kind::shared) is held by any number of shared openers at
+// once, and excludes exclusive ones (and the other way round); its holders
+// record "shared" instead of a pid.
 class FileLock {
  public:
+  enum class Kind { exclusive, shared };
   // Errors: Errc::locked naming `what` and the holder ("process 1234", or
   // "this process"); Errc::io when the lock file cannot be created or
   // opened (and there is no fallback).
   FileLock(const std::filesystem::path& lock_path, const std::string& what,
-           const std::filesystem::path* fallback = nullptr);
+           const std::filesystem::path* fallback = nullptr, Kind kind = Kind::exclusive);
   ~FileLock();
   FileLock(FileLock&& other) noexcept;
   FileLock& operator=(FileLock&&) = delete;

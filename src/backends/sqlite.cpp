@@ -13,8 +13,12 @@
 
 #include "pmap/backends/sqlite.hpp"
 
+#include <absl/container/flat_hash_map.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sqlite3.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,6 +29,7 @@
 #include <cstring>
 #include <fstream>
 #include <numeric>
+#include <random>
 #include <span>
 #include <vector>
 
@@ -41,8 +46,9 @@ bool valid_table_name(std::string_view name) {
   if (!(std::isalpha(static_cast<unsigned char>(name[0])) || name[0] == '_')) return false;
   for (char c : name)
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_')) return false;
-  // sqlite_* names are reserved for SQLite's own tables.
-  return name.substr(0, 7) != "sqlite_";
+  // sqlite_* names are SQLite's own tables; pmap_* ours (a shared table's
+  // change record, pmap_log_<table>).
+  return name.substr(0, 7) != "sqlite_" && name.substr(0, 5) != "pmap_";
 }
 
 // Valid UTF-8 without NUL bytes: stored as TEXT so the sqlite3 shell shows
@@ -205,6 +211,55 @@ void sort_by_key(std::span<const Write> batch, std::vector<std::size_t>& order) 
   }
 }
 
+// A shared table's change record holds one row per transaction: its
+// position, origin, tag, and its writes packed into one blob (`ops`), each
+// as an op byte ('p' put, 'e' erase, 'c' clear) then, but for a clear, the
+// key's length as a LEB128 varint and the key. One row per transaction
+// costs a commit one small insert, however many writes it holds; values are
+// not copied (a reader looks them up in the table, in the same snapshot).
+void append_op(std::string& ops, const Write& w) {
+  ops.push_back(w.op == Write::Op::put ? 'p' : w.op == Write::Op::erase ? 'e' : 'c');
+  if (w.op == Write::Op::clear) return;
+  for (std::size_t n = w.key.size();; n >>= 7) {
+    ops.push_back(static_cast<char>((n & 0x7F) | (n > 0x7F ? 0x80 : 0)));
+    if (n <= 0x7F) break;
+  }
+  ops.append(w.key);
+}
+
+// Calls f(op, key) for each write of a packed blob; false if it is malformed.
+template <class F>
+bool parse_ops(std::string_view ops, F f) {
+  std::size_t i = 0;
+  while (i < ops.size()) {
+    const char c = ops[i++];
+    if (c == 'c') {
+      f(Write::Op::clear, std::string_view());
+      continue;
+    }
+    if (c != 'p' && c != 'e') return false;
+    std::size_t n = 0;
+    for (int shift = 0;; shift += 7) {
+      if (i >= ops.size() || shift > 56) return false;
+      const auto b = static_cast<unsigned char>(ops[i++]);
+      n |= static_cast<std::size_t>(b & 0x7F) << shift;
+      if (!(b & 0x80)) break;
+    }
+    if (n > ops.size() - i) return false;
+    f(c == 'p' ? Write::Op::put : Write::Op::erase, ops.substr(i, n));
+    i += n;
+  }
+  return true;
+}
+
+// A random origin for a shared session: two live sessions never draw the
+// same one in practice (63 bits).
+std::uint64_t random_origin() {
+  std::random_device rd;
+  const std::uint64_t r = (std::uint64_t{rd()} << 32) ^ rd();
+  return (r & 0x7FFFFFFFFFFFFFFFull) | 1;
+}
+
 }  // namespace
 
 struct SqliteBackend::Impl {
@@ -227,14 +282,145 @@ struct SqliteBackend::Impl {
   sqlite3_stmt* scan = nullptr;
   std::vector<std::size_t> order;  // commit()'s order of the batch (sort_by_key)
 
+  // Shared mode: the change record (see append_op).
+  bool shared = false;
+  std::uint64_t origin = 0;
+  std::string log_table;               // pmap_log_<table>, unquoted
+  sqlite3_stmt* read_begin = nullptr;  // BEGIN (deferred): a read snapshot
+  sqlite3_stmt* log_append = nullptr;
+  sqlite3_stmt* log_trim = nullptr;
+  sqlite3_stmt* log_read = nullptr;
+  sqlite3_stmt* log_last = nullptr;
+  std::string ops;                   // commit_shared()'s packed writes
+  std::size_t bytes_since_trim = 0;  // logged by this session since it last trimmed
+  std::size_t commits_since_trim = 0;
+
   Impl(std::filesystem::path p, SqliteOptions o, std::string w, std::optional<detail::FileLock> l)
       : path(std::move(p)), options(std::move(o)), where(std::move(w)), lock(std::move(l)) {}
 
   ~Impl() {
-    for (sqlite3_stmt* s : {begin, commit, rollback, put, erase, clear, get, scan})
+    for (sqlite3_stmt* s : {begin, commit, rollback, put, erase, clear, get, scan, read_begin,
+                            log_append, log_trim, log_read, log_last})
       sqlite3_finalize(s);
     sqlite3_close_v2(db);
     if (wal_fd >= 0) ::close(wal_fd);
+  }
+
+  void prepare_log_reads();
+  void open_read_only();
+
+  std::string quoted_log() const { return "\"" + log_table + "\""; }
+
+  // The change record's last position (0 when empty).
+  std::uint64_t last_position() {
+    const int rc = sqlite3_step(log_last);
+    const std::uint64_t last =
+        rc == SQLITE_ROW ? static_cast<std::uint64_t>(sqlite3_column_int64(log_last, 0)) : 0;
+    sqlite3_reset(log_last);
+    if (rc != SQLITE_ROW) fail(rc, "cannot read the change record " + log_table);
+    return last;
+  }
+
+  // Runs body in a read transaction: one snapshot.
+  template <class Body>
+  auto in_snapshot(Body body) {
+    run(read_begin, "cannot begin a read transaction");
+    try {
+      if constexpr (std::is_void_v<decltype(body())>) {
+        body();
+        run(commit, "cannot end a read transaction");
+      } else {
+        auto result = body();
+        run(commit, "cannot end a read transaction");
+        return result;
+      }
+    } catch (...) {
+      if (!sqlite3_get_autocommit(db)) {
+        sqlite3_step(rollback);
+        sqlite3_reset(rollback);
+      }
+      throw;
+    }
+  }
+
+  // Applies batch in key order (sort_by_key) inside the open transaction.
+  // A write named in expect is applied only if its key holds the expected
+  // value; otherwise it goes to conflicts. With `ops`, the applied writes
+  // are also packed there for the change record.
+  void apply(std::span<const Write> batch, std::span<const Backend::Expect> expect,
+             std::vector<Backend::Conflict>* conflicts, std::string* packed) {
+    sort_by_key(batch, order);
+    // Which writes are conditional: expect is in batch order, so a cursor
+    // over it needs the writes in batch order too.
+    std::vector<const Backend::Expect*> condition;
+    if (!expect.empty()) {
+      condition.assign(batch.size(), nullptr);
+      for (const auto& e : expect) condition.at(e.index) = &e;
+    }
+    for (const std::size_t i : order) {
+      const Write& w = batch[i];
+      if (!condition.empty() && condition[i]) {
+        std::optional<std::string> stored = get_one(w.key);
+        if (stored != condition[i]->value) {
+          conflicts->push_back(Backend::Conflict{i, std::move(stored)});
+          continue;
+        }
+      }
+      switch (w.op) {
+        case Write::Op::put:
+          bind(put, 1, w.key);
+          bind(put, 2, w.value);
+          run(put, "cannot write key", &w.key);
+          break;
+        case Write::Op::erase:
+          bind(erase, 1, w.key);
+          run(erase, "cannot erase key", &w.key);
+          break;
+        case Write::Op::clear:
+          run(clear, "cannot clear the table");
+          break;
+      }
+      if (packed) append_op(*packed, w);
+    }
+  }
+
+  // BEGIN IMMEDIATE: takes the database's write lock. SQLite's busy handler
+  // waits up to busy_timeout for another connection's write transaction;
+  // in shared mode, where other processes commit all the time, a longer
+  // wait is contention, not failure, and is retried (kBusyRetries times).
+  static constexpr int kBusyRetries = 5;
+  void begin_write() {
+    for (int attempt = 0;; ++attempt) {
+      const int rc = sqlite3_step(begin);
+      sqlite3_reset(begin);
+      if (rc == SQLITE_DONE) return;
+      if ((rc & 0xFF) != SQLITE_BUSY || !shared || attempt == kBusyRetries)
+        fail(rc, "cannot begin a transaction");
+    }
+  }
+
+  void bind_blob(sqlite3_stmt* stmt, int index, std::string_view bytes) {
+    const int rc =
+        sqlite3_bind_blob(stmt, index, bytes.data(), static_cast<int>(bytes.size()), SQLITE_STATIC);
+    if (rc != SQLITE_OK) fail(rc, "binding a parameter");
+  }
+
+  // Drops the change record's oldest rows, keeping the last kKeepRows
+  // transactions and about kKeepBytes of packed writes (always the newest
+  // row, so positions keep counting up). A session trims after it has
+  // logged kTrimEvery transactions or bytes since it last did: the cost of
+  // a row is one insert and, later, its share of one range delete. A reader
+  // that falls further behind reloads the table instead (ChangeRead::gap).
+  static constexpr std::int64_t kKeepRows = 16384;
+  static constexpr std::int64_t kKeepBytes = std::int64_t{64} << 20;
+  void maybe_trim(std::size_t logged) {
+    bytes_since_trim += logged;
+    if (++commits_since_trim < 1024 && bytes_since_trim < (8u << 20)) return;
+    commits_since_trim = 0;
+    bytes_since_trim = 0;
+    sqlite3_bind_int64(log_trim, 1, kKeepRows);
+    sqlite3_bind_int64(log_trim, 2, kKeepBytes);
+    run(log_trim, "cannot trim the change record");
   }
 
   // os_error: sqlite3_system_errno() read right after the failing call.
@@ -390,7 +576,7 @@ SqliteBackend::SqliteBackend(std::filesystem::path path, SqliteOptions options) 
     throw Error(Errc::invalid_argument,
                 "SQLite table name \"" + options.table +
                     "\" is not allowed: use letters, digits and '_', starting with a letter or "
-                    "'_', at most 64 characters, not starting with sqlite_");
+                    "'_', at most 64 characters, not starting with sqlite_ or pmap_");
   const int page = options.page_size;
   if (page < 512 || page > 65536 || (page & (page - 1)) != 0)
     throw Error(Errc::invalid_argument, "SqliteOptions::page_size " + std::to_string(page) +
@@ -419,13 +605,26 @@ SqliteBackend::SqliteBackend(std::filesystem::path path, SqliteOptions options) 
                                      "untouched); open another path");
   }
 
-  // The lock file goes beside the real file, so that opening it through a
-  // symbolic link and by its own name take the same lock.
-  const std::filesystem::path real = resolve_links(path);
-  detail::FileLock lock(real.string() + "-" + options.table + ".pmap-lock",
-                        "SQLite table " + options.table + " of " + path.string());
+  const bool shared = options.mode == SqliteMode::shared;
+  std::optional<detail::FileLock> lock;
+  if (!options.read_only) {
+    // The lock file goes beside the real file, so that opening it through a
+    // symbolic link and by its own name take the same lock. Shared openers
+    // hold it shared, an exclusive one exclusively: the kernel keeps the
+    // two kinds apart, and releases a killed process's lock.
+    const std::filesystem::path real = resolve_links(path);
+    lock.emplace(real.string() + "-" + options.table + ".pmap-lock",
+                 "SQLite table " + options.table + " of " + path.string(), nullptr,
+                 shared ? detail::FileLock::Kind::shared : detail::FileLock::Kind::exclusive);
+  }
   impl_ = std::make_unique<Impl>(path, std::move(options), where, std::move(lock));
   Impl& d = *impl_;
+  d.shared = shared;
+  d.log_table = "pmap_log_" + d.options.table;
+  if (d.options.read_only) {
+    d.open_read_only();
+    return;
+  }
 
   const int rc =
       sqlite3_open_v2(path.c_str(), &d.db,
@@ -447,7 +646,8 @@ SqliteBackend::SqliteBackend(std::filesystem::path path, SqliteOptions options) 
     throw Error(Errc::io, where + ": the database file is read-only for this process" +
                               (why.empty() ? "" : " (" + why + ")") +
                               ", and the map needs to write it (check the file's permissions "
-                              "and owner, and whether its file system is mounted read-only)");
+                              "and owner, and whether its file system is mounted read-only; "
+                              "SqliteOptions::read_only opens it for reading)");
   }
   sqlite3_extended_result_codes(d.db, 1);
   sqlite3_busy_timeout(d.db, static_cast<int>(d.options.busy_timeout.count()));
@@ -481,6 +681,13 @@ SqliteBackend::SqliteBackend(std::filesystem::path path, SqliteOptions options) 
   const std::string create = "CREATE TABLE IF NOT EXISTS " + t +
                              " (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID";
   d.exec(create.c_str(), "cannot create table " + d.options.table);
+  if (shared) {
+    const std::string log = "CREATE TABLE IF NOT EXISTS " + d.quoted_log() +
+                            " (pos INTEGER PRIMARY KEY, origin INTEGER NOT NULL, tag INTEGER NOT "
+                            "NULL, ops BLOB NOT NULL)";
+    d.exec(log.c_str(), "cannot create the change record " + d.log_table);
+    d.origin = random_origin();
+  }
 
   d.watch.seen(where);
   std::error_code exists_error;
@@ -499,6 +706,64 @@ SqliteBackend::SqliteBackend(std::filesystem::path path, SqliteOptions options) 
   d.clear = d.prepare("DELETE FROM " + t);
   d.get = d.prepare("SELECT value FROM " + t + " WHERE key = ?1");
   d.scan = d.prepare("SELECT key, value FROM " + t);
+  if (shared) {
+    d.prepare_log_reads();
+    const std::string log = d.quoted_log();
+    d.log_append = d.prepare("INSERT INTO " + log +
+                             " (pos, origin, tag, ops) VALUES ((SELECT coalesce(max(pos), 0) + 1 "
+                             "FROM " +
+                             log + "), ?1, ?2, ?3)");
+    d.log_trim = d.prepare(
+        "DELETE FROM " + log + " WHERE pos < (SELECT max(pos) FROM " + log +
+        ") AND pos <= max((SELECT coalesce(max(pos), 0) FROM " + log +
+        ") - ?1, coalesce((SELECT pos FROM (SELECT pos, sum(length(ops)) OVER (ORDER BY pos DESC) "
+        "AS total FROM " +
+        log + ") WHERE total > ?2 ORDER BY pos DESC LIMIT 1), 0))");
+  }
+}
+
+// The statements that read the change record (a shared writer's, a reader
+// session's, a read-only opener's).
+void SqliteBackend::Impl::prepare_log_reads() {
+  Impl& d = *this;
+  const std::string log = d.quoted_log();
+  d.read_begin = d.prepare("BEGIN");
+  d.log_read =
+      d.prepare("SELECT pos, origin, tag, ops FROM " + log + " WHERE pos > ?1 ORDER BY pos");
+  d.log_last = d.prepare("SELECT coalesce(max(pos), 0) FROM " + log);
+}
+
+// SqliteOptions::read_only: no lock, no write, nothing created.
+void SqliteBackend::Impl::open_read_only() {
+  Impl& d = *this;
+  const int rc =
+      sqlite3_open_v2(d.path.c_str(), &d.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) d.fail(rc, "cannot open the database for reading");
+  sqlite3_extended_result_codes(d.db, 1);
+  sqlite3_busy_timeout(d.db, static_cast<int>(d.options.busy_timeout.count()));
+  const auto has_table = [&](const std::string& name) {
+    sqlite3_stmt* stmt =
+        d.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1");
+    d.bind(stmt, 1, name);
+    const int step = sqlite3_step(stmt);
+    sqlite3_finalize(stmt);
+    if (step != SQLITE_ROW && step != SQLITE_DONE) d.fail(step, "cannot read the schema");
+    return step == SQLITE_ROW;
+  };
+  if (!has_table(d.options.table))
+    throw Error(Errc::invalid_argument, d.where + ": the file has no table " + d.options.table +
+                                            " (a read-only opener creates nothing; check the "
+                                            "path and the table name)");
+  if (d.shared && !has_table(d.log_table))
+    throw Error(Errc::invalid_argument,
+                d.where + ": the table has no change record (" + d.log_table +
+                    "): no map has opened it with mode=shared; open it without mode=shared");
+  const std::string t = "\"" + d.options.table + "\"";
+  d.commit = d.prepare("COMMIT");
+  d.rollback = d.prepare("ROLLBACK");
+  d.get = d.prepare("SELECT value FROM " + t + " WHERE key = ?1");
+  d.scan = d.prepare("SELECT key, value FROM " + t);
+  if (d.shared) d.prepare_log_reads();
 }
 
 SqliteBackend::SqliteBackend(SqliteBackend&&) noexcept = default;
@@ -529,27 +794,31 @@ void SqliteBackend::sync() {
 }
 
 Durability SqliteBackend::commit(std::span<const Write> batch) {
+  std::vector<Conflict> none;
+  return commit_shared(batch, {}, 0, none);
+}
+
+Durability SqliteBackend::commit_shared(std::span<const Write> batch,
+                                        std::span<const Expect> expect, std::uint64_t tag,
+                                        std::vector<Conflict>& conflicts) {
   Impl& d = *impl_;
+  conflicts.clear();
+  if (d.options.read_only)
+    throw Error(Errc::invalid_argument,
+                d.where + ": opened read-only (SqliteOptions::read_only); it cannot be written");
+  if (!expect.empty() && !d.shared)
+    throw Error(Errc::invalid_argument, d.where + ": conditional writes need mode=shared");
   d.check_files();
-  sort_by_key(batch, d.order);
-  d.run(d.begin, "cannot begin a transaction");
+  d.begin_write();
   try {
-    for (const std::size_t i : d.order) {
-      const Write& w = batch[i];
-      switch (w.op) {
-        case Write::Op::put:
-          d.bind(d.put, 1, w.key);
-          d.bind(d.put, 2, w.value);
-          d.run(d.put, "cannot write key", &w.key);
-          break;
-        case Write::Op::erase:
-          d.bind(d.erase, 1, w.key);
-          d.run(d.erase, "cannot erase key", &w.key);
-          break;
-        case Write::Op::clear:
-          d.run(d.clear, "cannot clear the table");
-          break;
-      }
+    d.ops.clear();
+    d.apply(batch, expect, &conflicts, d.shared ? &d.ops : nullptr);
+    if (d.shared && !d.ops.empty()) {
+      sqlite3_bind_int64(d.log_append, 1, static_cast<sqlite3_int64>(d.origin));
+      sqlite3_bind_int64(d.log_append, 2, static_cast<sqlite3_int64>(tag));
+      d.bind_blob(d.log_append, 3, d.ops);
+      d.run(d.log_append, "cannot append to the change record");
+      d.maybe_trim(d.ops.size());
     }
     d.run(d.commit, "cannot commit");
   } catch (...) {
@@ -559,9 +828,26 @@ Durability SqliteBackend::commit(std::span<const Write> batch) {
       sqlite3_step(d.rollback);
       sqlite3_reset(d.rollback);
     }
+    conflicts.clear();
     throw;
   }
   return d.options.synchronous == Synchronous::full ? Durability::later : Durability::now;
+}
+
+bool SqliteBackend::shared() const { return impl_->shared; }
+std::uint64_t SqliteBackend::origin() const { return impl_->origin; }
+
+std::uint64_t SqliteBackend::scan_at(ScanSink sink) {
+  Impl& d = *impl_;
+  if (!d.shared) {
+    d.scan_all(sink);
+    return 0;
+  }
+  return d.in_snapshot([&] {
+    const std::uint64_t at = d.last_position();
+    d.scan_all(sink);
+    return at;
+  });
 }
 
 void SqliteBackend::flush() {
@@ -575,12 +861,17 @@ void SqliteBackend::flush() {
 
 std::string SqliteBackend::describe() const { return impl_ ? impl_->where : "sqlite:(moved-from)"; }
 
-// A reader session: a read-only connection on the same file and table.
+// A reader session: a read-only connection on the same file and table. On a
+// shared table it also reads the change record, and waits for commits by
+// watching the WAL with inotify (every commit, by any process, writes to
+// it), woken early by interrupt() through an eventfd.
 class SqliteBackend::Reader final : public Backend {
  public:
   explicit Reader(const Impl& parent)
       : impl_(std::make_unique<Impl>(parent.path, parent.options, parent.where, std::nullopt)) {
     Impl& d = *impl_;
+    d.shared = parent.shared;
+    d.log_table = parent.log_table;
     const int rc =
         sqlite3_open_v2(d.path.c_str(), &d.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
     if (rc != SQLITE_OK) d.fail(rc, "cannot open a reader session");
@@ -589,6 +880,25 @@ class SqliteBackend::Reader final : public Backend {
     const std::string t = "\"" + d.options.table + "\"";
     d.get = d.prepare("SELECT value FROM " + t + " WHERE key = ?1");
     d.scan = d.prepare("SELECT key, value FROM " + t);
+    d.commit = d.prepare("COMMIT");
+    d.rollback = d.prepare("ROLLBACK");
+    if (!d.shared) return;
+    d.prepare_log_reads();
+    data_version_ = d.prepare("PRAGMA data_version");
+    wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wake_fd_ < 0) detail::throw_errno(errno, d.where + ": cannot create an eventfd");
+    notify_fd_ = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    const std::string wal = parent.wal_path.empty() ? d.path.string() + "-wal" : parent.wal_path;
+    // Without inotify (or a WAL to watch), wait_for_change() polls.
+    if (notify_fd_ >= 0 && ::inotify_add_watch(notify_fd_, wal.c_str(), IN_MODIFY) < 0) {
+      ::close(notify_fd_);
+      notify_fd_ = -1;
+    }
+  }
+  ~Reader() override {
+    sqlite3_finalize(data_version_);
+    if (notify_fd_ >= 0) ::close(notify_fd_);
+    if (wake_fd_ >= 0) ::close(wake_fd_);
   }
 
   void scan(ScanSink sink) override { impl_->scan_all(sink); }
@@ -597,10 +907,119 @@ class SqliteBackend::Reader final : public Backend {
     throw Error(Errc::invalid_argument, impl_->where + ": a reader session cannot write");
   }
   std::string describe() const override { return impl_->where; }
+  bool shared() const override { return impl_->shared; }
+  std::uint64_t scan_at(ScanSink sink) override {
+    Impl& d = *impl_;
+    if (!d.shared) return Backend::scan_at(std::move(sink));
+    return d.in_snapshot([&] {
+      const std::uint64_t at = d.last_position();
+      d.scan_all(sink);
+      return at;
+    });
+  }
+  ChangeRead changes_since(std::uint64_t from) override {
+    if (!impl_->shared) return Backend::changes_since(from);
+    ChangeRead read = impl_->in_snapshot([&] { return read_changes(from); });
+    version_ = data_version();
+    return read;
+  }
+  void wait_for_change(std::uint64_t from, std::chrono::milliseconds timeout) override;
+  void interrupt() override;
 
  private:
+  ChangeRead read_changes(std::uint64_t from);
+  long long data_version();
+
   std::unique_ptr<Impl> impl_;
+  sqlite3_stmt* data_version_ = nullptr;
+  long long version_ = -1;  // data_version after the last read
+  int rechecks_ = 0;        // short waits left after an inotify event
+  int notify_fd_ = -1;      // inotify on the WAL
+  int wake_fd_ = -1;        // interrupt()'s eventfd
 };
+
+// In the read's snapshot: every transaction after `from`, then the value of
+// every key put (looked up once per key).
+Backend::ChangeRead SqliteBackend::Reader::read_changes(std::uint64_t from) {
+  Impl& d = *impl_;
+  ChangeRead read;
+  read.through = from;
+  sqlite3_bind_int64(d.log_read, 1, static_cast<sqlite3_int64>(from));
+  int rc;
+  while ((rc = sqlite3_step(d.log_read)) == SQLITE_ROW) {
+    const auto pos = static_cast<std::uint64_t>(sqlite3_column_int64(d.log_read, 0));
+    if (pos != read.through + 1) break;  // trimmed past `from`
+    const auto origin = static_cast<std::uint64_t>(sqlite3_column_int64(d.log_read, 1));
+    const auto tag = static_cast<std::uint64_t>(sqlite3_column_int64(d.log_read, 2));
+    const bool ok = parse_ops(Impl::column(d.log_read, 3), [&](Write::Op op, std::string_view key) {
+      read.changes.push_back(RecordedChange{origin, tag, op, std::string(key), std::nullopt});
+    });
+    if (!ok) {
+      sqlite3_reset(d.log_read);
+      throw Error(Errc::corrupt, d.where + ": the change record " + d.log_table +
+                                     " is damaged at position " + std::to_string(pos) +
+                                     "; the table itself is unaffected: reopen every map on it "
+                                     "(the record starts again from the table)");
+    }
+    read.through = pos;
+  }
+  sqlite3_reset(d.log_read);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) d.fail(rc, "cannot read the change record");
+  // A first row after from + 1, or a record that ends before `from` (it was
+  // dropped and created again): what happened in between is unknown.
+  if (rc == SQLITE_ROW || (read.through == from && d.last_position() < from))
+    return ChangeRead{true, from, {}};
+  absl::flat_hash_map<std::string_view, std::optional<std::string>> values;
+  for (RecordedChange& c : read.changes) {
+    if (c.op != Write::Op::put) continue;
+    auto [it, fresh] = values.try_emplace(c.key);
+    if (fresh) it->second = d.get_one(c.key);
+    c.value = it->second;
+  }
+  return read;
+}
+
+long long SqliteBackend::Reader::data_version() {
+  const int rc = sqlite3_step(data_version_);
+  const long long v = rc == SQLITE_ROW ? sqlite3_column_int64(data_version_, 0) : -1;
+  sqlite3_reset(data_version_);
+  return v;
+}
+
+void SqliteBackend::Reader::wait_for_change(std::uint64_t from, std::chrono::milliseconds timeout) {
+  if (!impl_->shared) return Backend::wait_for_change(from, timeout);
+  // Something committed since the last read (by another connection).
+  if (data_version() != version_) {
+    rechecks_ = 0;
+    return;
+  }
+  // A commit writes its frames to the WAL, then publishes them in the WAL
+  // index (shared memory, which inotify does not see): a read woken by the
+  // frames may come too early. So for a while after an event, wait in short
+  // steps and look at data_version again; inotify keeps every later event
+  // until it is read, so nothing after this point slips by. Without
+  // inotify, poll data_version every few milliseconds.
+  constexpr std::chrono::milliseconds kStep{2};
+  const bool short_wait = notify_fd_ < 0 || rechecks_ > 0;
+  if (rechecks_ > 0) --rechecks_;
+  const auto wait = short_wait ? std::min(timeout, kStep) : timeout;
+  pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {notify_fd_, POLLIN, 0}};
+  const int n = ::poll(fds, notify_fd_ >= 0 ? 2 : 1, static_cast<int>(wait.count()));
+  if (n <= 0) return;  // timeout, or EINTR: the caller reads anyway
+  char buf[4096];
+  if (fds[0].revents & POLLIN) (void)!::read(wake_fd_, buf, sizeof(std::uint64_t));
+  if (notify_fd_ >= 0 && (fds[1].revents & POLLIN)) {
+    while (::read(notify_fd_, buf, sizeof buf) > 0) {
+    }
+    rechecks_ = 50;  // 100 ms of short waits
+  }
+}
+
+void SqliteBackend::Reader::interrupt() {
+  if (!impl_->shared) return Backend::interrupt();
+  const std::uint64_t one = 1;
+  (void)!::write(wake_fd_, &one, sizeof one);
+}
 
 std::unique_ptr<Backend> SqliteBackend::open_reader() { return std::make_unique<Reader>(*impl_); }
 
@@ -625,10 +1044,27 @@ std::unique_ptr<Backend> detail::open_sqlite_uri(std::string_view rest) {
       else
         throw Error(Errc::invalid_argument, uri + ": synchronous=" + std::string(value) +
                                                 " is not one of full, normal, off");
+    } else if (name == "mode") {
+      if (value == "shared")
+        options.mode = SqliteMode::shared;
+      else if (value == "exclusive")
+        options.mode = SqliteMode::exclusive;
+      else
+        throw Error(Errc::invalid_argument,
+                    uri + ": mode=" + std::string(value) + " is not one of exclusive, shared");
+    } else if (name == "read_only") {
+      if (value == "true" || value == "1")
+        options.read_only = true;
+      else if (value == "false" || value == "0")
+        options.read_only = false;
+      else
+        throw Error(Errc::invalid_argument,
+                    uri + ": read_only=" + std::string(value) + " is not one of true, false");
     } else {
       throw Error(Errc::invalid_argument,
                   uri + ": unknown parameter \"" + std::string(name) +
-                      "\" (sqlite: takes table=NAME and synchronous=full|normal|off)");
+                      "\" (sqlite: takes table=NAME, synchronous=full|normal|off, "
+                      "mode=exclusive|shared and read_only=true|false)");
     }
   }
   return std::make_unique<SqliteBackend>(path, std::move(options));

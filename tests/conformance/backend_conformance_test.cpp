@@ -258,6 +258,11 @@ INSTANTIATE_TEST_SUITE_P(
                  return pmap::open_backend("sqlite:" + (dir / "u.db").string() +
                                            "?table=other&synchronous=normal");
                },
+               true},
+        Flavor{"sqlite_shared",
+               [](const std::filesystem::path& dir) {
+                 return pmap::open_backend("sqlite:" + (dir / "s.db").string() + "?mode=shared");
+               },
                true}),
     [](const ::testing::TestParamInfo<Flavor>& info) { return info.param.name; });
 

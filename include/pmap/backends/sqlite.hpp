@@ -61,6 +61,12 @@ enum class Synchronous {
            // or, per SQLite's documentation, corrupt the database.
 };
 
+// Who may open a store at once (see "Locking" above).
+enum class SqliteMode {
+  exclusive,  // one map, in one process, holds the table. Default.
+  shared,     // any number of maps, in any processes, each with a coherent cache
+};
+
 struct SqliteOptions {
   // The table that holds this map. Default: "kv".
   std::string table = "kv";
@@ -76,6 +82,15 @@ struct SqliteOptions {
   // (SQLite's own is 4 KiB; 8 KiB writes small rows in bulk faster, see
   // BENCHMARKS.md).
   int page_size = 8192;
+  // exclusive (default) or shared: many processes on one table, each map's
+  // cache kept coherent through the table's change record.
+  SqliteMode mode = SqliteMode::exclusive;
+  // Opens without any lock and without writing anything (the file must
+  // exist, with the table): for looking into a store that an application
+  // holds open. It sees the table as committed when it opens — and, with
+  // mode = shared, follows the writers' change record from there. Every
+  // write fails with Errc::invalid_argument.
+  bool read_only = false;
 };
 
 class SqliteBackend final : public Backend {
@@ -93,6 +108,11 @@ class SqliteBackend final : public Backend {
   Durability commit(std::span<const Write> batch) override;
   void sync() override;
   std::unique_ptr<Backend> open_reader() override;
+  bool shared() const override;
+  std::uint64_t origin() const override;
+  std::uint64_t scan_at(ScanSink sink) override;
+  Durability commit_shared(std::span<const Write> batch, std::span<const Expect> expect,
+                           std::uint64_t tag, std::vector<Conflict>& conflicts) override;
 
  private:
   struct Impl;
