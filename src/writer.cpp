@@ -16,19 +16,50 @@
 #include <algorithm>
 
 #include "errors.hpp"
+#include "watcher.hpp"
 
 namespace pmap::detail {
 
 // ---------------------------------------------------------------- Store
 
-Store::Store(std::unique_ptr<Backend> backend, const Options& options, Repair repair)
-    : completion_(std::make_shared<Completion>(options.executor, options.on_error)),
-      writer_(
-          std::make_unique<Writer>(std::move(backend), completion_, options, std::move(repair))) {}
+Store::Store(std::unique_ptr<Backend> backend, const Options& options, Repair repair,
+             std::optional<Shared> shared)
+    : completion_(std::make_shared<Completion>(options.executor, options.on_error)) {
+  std::unique_ptr<Backend> reader;
+  if (shared) {
+    reader = backend->open_reader();
+    if (!reader)
+      throw Error(Errc::invalid_argument,
+                  backend->describe() +
+                      ": a shared backend must give reader sessions (Backend::open_reader)");
+  }
+  writer_ = std::make_unique<Writer>(std::move(backend), completion_, options, std::move(repair));
+  if (shared) {
+    const std::uint64_t position = shared->position;
+    watcher_ = std::make_unique<Watcher>(
+        std::move(reader), position, [w = writer_.get()] { return w->settled(); },
+        std::move(*shared), completion_);
+  }
+}
 
 Store::~Store() {
-  writer_->shut_down();  // commits what was accepted and ends the writer's threads
+  if (watcher_) watcher_->stop();  // its reader session goes before the backend
+  writer_->shut_down();            // commits what was accepted and ends the writer's threads
   completion_->stop();
+}
+
+std::uint64_t Store::push_conditional(Ticket& ticket, Write write,
+                                      std::optional<std::string> expected,
+                                      std::shared_ptr<StateBase> done, OnConflict on_conflict) {
+  return writer_->push_conditional(ticket, std::move(write), std::move(expected), std::move(done),
+                                   std::move(on_conflict));
+}
+
+void Store::refresh(std::shared_ptr<StateBase> done) {
+  if (watcher_)
+    watcher_->refresh(std::move(done));
+  else
+    done->complete(nullptr);  // only this map writes: its cache is the store
 }
 
 Store::Ticket::~Ticket() {
@@ -45,6 +76,7 @@ std::uint64_t Store::push(Ticket& ticket, std::vector<Write> writes,
 }
 void Store::flush(std::shared_ptr<StateBase> done) { writer_->flush(std::move(done)); }
 void Store::close(std::shared_ptr<StateBase> done, CloseReport report) {
+  if (watcher_) watcher_->stop();  // its reader session goes before the backend
   writer_->close(std::move(done), report);
 }
 std::uint64_t Store::settled() const noexcept { return writer_->settled(); }
@@ -61,7 +93,8 @@ Writer::Writer(std::unique_ptr<Backend> backend, std::shared_ptr<Completion> com
       max_pending_(std::max<std::size_t>(options.max_pending_writes, 1)),
       max_group_writes_(std::max<std::size_t>(options.max_group_writes, 1)),
       max_group_bytes_(std::max<std::size_t>(options.max_group_bytes, 1)),
-      open_backend_(backend_.get()) {
+      open_backend_(backend_.get()),
+      shared_(backend_->shared()) {
   // Capacity up front, so that a push never grows the queue under its mutex
   // (copying it, and touching fresh pages there) in steady state.
   const std::size_t items = std::min(max_pending_, kReservedItems);
@@ -143,6 +176,17 @@ Seq Writer::push(Store::Ticket& ticket, std::vector<Write> writes,
       queue_.push_back(Item{Item::Kind::write, last, std::move(writes[i]), seq,
                             last ? std::move(done) : nullptr});
     }
+  });
+}
+
+Seq Writer::push_conditional(Store::Ticket& ticket, Write write,
+                             std::optional<std::string> expected, std::shared_ptr<StateBase> done,
+                             Store::OnConflict on_conflict) {
+  auto condition =
+      std::make_unique<Condition>(Condition{std::move(expected), std::move(on_conflict)});
+  return enqueue(ticket, 1, [&](Seq seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    queue_.push_back(Item{Item::Kind::write, true, std::move(write), seq, std::move(done),
+                          std::move(condition)});
   });
 }
 
@@ -277,7 +321,7 @@ void Writer::commit_group(std::span<Item> group) {
   entry.writes = group.size();
   try {
     if (poisoned_.load(std::memory_order_acquire)) std::rethrow_exception(poison());
-    entry.needs_sync = backend_->commit(writes_) == Durability::later;
+    entry.needs_sync = commit(group) == Durability::later;
   } catch (...) {
     entry.error = to_error_ptr(std::current_exception(), description_);
   }
@@ -289,6 +333,28 @@ void Writer::commit_group(std::span<Item> group) {
   for (Item& item : group)
     if (item.done) entry.done.push_back(std::move(item.done));
   finish(std::move(entry));
+}
+
+// One Backend::commit of the group's writes (in writes_); on a shared store
+// commit_shared(), tagged with the group's last number, and a conditional
+// write that conflicted hands its future to its on_conflict instead.
+Durability Writer::commit(std::span<Item> group) {
+  if (!shared_) return backend_->commit(writes_);
+  expect_.clear();
+  for (std::size_t i = 0; i < group.size(); ++i)
+    if (group[i].condition) expect_.push_back(Backend::Expect{i, group[i].condition->expected});
+  const Durability durability =
+      backend_->commit_shared(writes_, expect_, group.back().seq, conflicts_);
+  for (Backend::Conflict& c : conflicts_) {
+    Item& item = group[c.index];
+    item.done = nullptr;  // the retry completes it
+    try {
+      item.condition->on_conflict(item.seq, std::move(c.stored));
+    } catch (...) {
+      completion_->report(to_error(std::current_exception(), description_));
+    }
+  }
+  return durability;
 }
 
 void Writer::repair(std::span<const Write> writes, Seq first, Seq through) noexcept {

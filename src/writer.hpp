@@ -64,12 +64,20 @@ class Writer {
   void unreserve(std::size_t n) noexcept;
   Seq push(Store::Ticket& ticket, Write write, std::shared_ptr<StateBase> done);
   Seq push(Store::Ticket& ticket, std::vector<Write> writes, std::shared_ptr<StateBase> done);
+  Seq push_conditional(Store::Ticket& ticket, Write write, std::optional<std::string> expected,
+                       std::shared_ptr<StateBase> done, Store::OnConflict on_conflict);
   void flush(std::shared_ptr<StateBase> done);
   void close(std::shared_ptr<StateBase> done, Store::CloseReport report);
   Seq settled() const noexcept { return settled_.load(std::memory_order_acquire); }
   Backend* backend() const;
 
  private:
+  // A conditional write's condition (push_conditional).
+  struct Condition {
+    std::optional<std::string> expected;
+    Store::OnConflict on_conflict;
+  };
+
   struct Item {
     enum class Kind : unsigned char { write, flush, close };
     Kind kind = Kind::write;
@@ -77,6 +85,7 @@ class Writer {
     Write write;
     Seq seq = 0;                      // the operation's number
     std::shared_ptr<StateBase> done;  // on the last item of an operation
+    std::unique_ptr<Condition> condition = nullptr;
   };
 
   // A group handed to the sync thread, or a flush.
@@ -99,6 +108,7 @@ class Writer {
   void run() noexcept;
   void take_queue();
   void commit_group(std::span<Item> group);
+  Durability commit(std::span<Item> group);
   void repair(std::span<const Write> writes, Seq first, Seq through) noexcept;
   void close_now(Item& item) noexcept;
   // Finishing groups and flushes (see the top of this file).
@@ -154,8 +164,11 @@ class Writer {
   std::atomic<bool> poisoned_{false};  // poison_ is set: the writer's cheap first check
 
   // Writer thread only.
+  const bool shared_;          // the backend is shared: commit_shared()
   std::vector<Write> writes_;  // the group being committed
-  std::vector<Item> taken_;    // taken from queue_, done up to next_
+  std::vector<Backend::Expect> expect_;
+  std::vector<Backend::Conflict> conflicts_;
+  std::vector<Item> taken_;  // taken from queue_, done up to next_
   std::size_t next_ = 0;
 
   std::thread sync_thread_;

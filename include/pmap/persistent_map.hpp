@@ -35,8 +35,12 @@
 // the threads and locks.
 #pragma once
 
+#include <absl/container/flat_hash_map.h>
+
+#include <algorithm>
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -116,9 +120,23 @@ class PersistentMap final {
   explicit PersistentMap(std::unique_ptr<Backend> backend, Options options = {})
       : cache_(options.shards, [this] { return store_->settled(); }) {
     if (!backend) throw Error(Errc::invalid_argument, "PersistentMap: the backend is null");
-    load(*backend);
+    where_ = backend->describe();
+    const std::uint64_t position = load(*backend);
+    std::optional<detail::Store::Shared> shared;
+    if (backend->shared()) {
+      origin_ = backend->origin();
+      cache_.follow_store();
+      shared.emplace(detail::Store::Shared{
+          position,
+          [this](Backend::ChangeRead&& read, std::uint64_t settled) {
+            observe(std::move(read), settled);
+          },
+          [this](std::vector<std::pair<std::string, std::string>>&& entries,
+                 std::uint64_t settled) { reload(std::move(entries), settled); }});
+    }
     store_ = std::make_unique<detail::Store>(
-        std::move(backend), options, [this](detail::Restore&& r) { restore(std::move(r)); });
+        std::move(backend), options, [this](detail::Restore&& r) { restore(std::move(r)); },
+        std::move(shared));
   }
 
   PersistentMap(const PersistentMap&) = delete;
@@ -171,16 +189,25 @@ class PersistentMap final {
   // value. f runs on the calling thread under the key's shard lock: keep it
   // short, and do not call the map from it. A K is built only when a new key
   // is inserted.
-  // Errors: whatever f throws propagates, and nothing changes; otherwise as
-  // insert().
+  //
+  // On a shared store the update is atomic in the store, across every map
+  // and process: a compare-and-set that commits only if the key still holds
+  // the value f saw. When another map wrote the key first, the cache takes
+  // the stored value and f runs again on it — so f may run more than once
+  // (keep it free of side effects), the retries on the completion executor
+  // (Options::executor) — until an attempt commits; the future yields that
+  // attempt's value. A retry after close() fails with Errc::closed.
+  // Errors: whatever f throws propagates (from a retry: through the
+  // future), and nothing changes; otherwise as insert().
   template <class Q, class F>
     requires LookupKeyFor<K, Q> && std::is_invocable_v<F&, std::optional<V>&>
   Future<std::optional<V>> update(const Q& key, F f) {
+    if (origin_ != 0) return shared_update(K(Traits::view(key)), std::move(f));
     std::string key_bytes;
     Traits::encode(key, key_bytes);
     auto ticket = store_->reserve(1);
     auto state = new_state<std::optional<V>>();
-    const bool changed = cache_.update(key, f, [&](const std::optional<V>& result) {
+    const bool changed = cache_.update(key, f, [&](const std::optional<V>& result, const V*) {
       Write w{result ? Write::Op::put : Write::Op::erase, std::move(key_bytes), {}};
 #if defined(__GNUC__) && !defined(__clang__)
 // GCC 12, inlining an f that always erases, warns that *result "may be used
@@ -241,6 +268,17 @@ class PersistentMap final {
   Future<void> flush() {
     auto state = new_state<void>();
     store_->flush(state);
+    return detail::make_future(std::move(state));
+  }
+
+  // Completes once this map's cache reflects everything committed to the
+  // store before the call, by any map in any process: read others' writes
+  // on demand (the watcher applies them by itself soon anyway). On a store
+  // only this map writes, completes at once.
+  // Errors (through the future): Errc::closed after close().
+  Future<void> refresh() {
+    auto state = new_state<void>();
+    store_->refresh(state);
     return detail::make_future(std::move(state));
   }
 
@@ -321,11 +359,151 @@ class PersistentMap final {
     }
   }
 
-  void load(Backend& backend) {
-    const std::string where = backend.describe();
-    backend.scan([&](std::string_view key, std::string_view value) {
-      cache_.load(decode_key(key, where), decode_value(key, value, where));
+  // ---- update() on a shared store: compare-and-set, retried.
+
+  template <class F>
+  struct Attempt {
+    K key;
+    F f;
+    std::shared_ptr<detail::State<std::optional<V>>> state;
+  };
+
+  template <class F>
+  Future<std::optional<V>> shared_update(K key, F f) {
+    auto state = new_state<std::optional<V>>();
+    auto attempt = std::make_shared<Attempt<F>>(Attempt<F>{std::move(key), std::move(f), state});
+    if (!try_update(attempt)) return ready(std::move(state), std::optional<V>());
+    return detail::make_future(std::move(state));
+  }
+
+  // One attempt: f on the cached value, queued as a write conditional on
+  // the store still holding the value f saw. false: the key stays absent
+  // (nothing to write).
+  template <class F>
+  bool try_update(const std::shared_ptr<Attempt<F>>& a) {
+    std::string key_bytes;
+    Traits::encode(a->key, key_bytes);
+    auto ticket = store_->reserve(1);
+    return cache_.update(a->key, a->f, [&](const std::optional<V>& result, const V* before) {
+      Write w{result ? Write::Op::put : Write::Op::erase, std::move(key_bytes), {}};
+      if (result) Codec<V>::encode(*result, w.value);
+      std::optional<std::string> expected;
+      if (before) Codec<V>::encode(*before, expected.emplace());
+      a->state->value.emplace(result);  // before the write is queued: it may complete at once
+      return store_->push_conditional(
+          ticket, std::move(w), std::move(expected), a->state,
+          [this, a](detail::Seq seq, std::optional<std::string> stored) {
+            conflicted(a, seq, std::move(stored));
+          });
     });
+  }
+
+  // On the writer thread: the attempt's write did not apply, the store holds
+  // `stored`. The cache shows it, and f runs again on the completion executor.
+  template <class F>
+  void conflicted(const std::shared_ptr<Attempt<F>>& a, detail::Seq seq,
+                  std::optional<std::string> stored) {
+    std::optional<V> value;
+    try {
+      std::string key_bytes;
+      Traits::encode(a->key, key_bytes);
+      if (stored) value.emplace(decode_value(key_bytes, *stored, where_));
+    } catch (...) {
+      a->state->complete(std::current_exception());  // the stored value does not decode
+      return;
+    }
+    cache_.conflicted(a->key, std::move(value), seq);
+    store_->completion()->post([this, a] {
+      try {
+        if (!try_update(a)) {
+          a->state->value.emplace(std::nullopt);
+          a->state->complete(nullptr);
+        }
+      } catch (...) {
+        a->state->complete(std::current_exception());
+      }
+    });
+  }
+
+  // Loads every stored entry; returns the change record's position they
+  // reflect (0 on a store only this map writes).
+  std::uint64_t load(Backend& backend) {
+    const std::string where = backend.describe();
+    const auto sink = [&](std::string_view key, std::string_view value) {
+      cache_.load(decode_key(key, where), decode_value(key, value, where));
+    };
+    if (backend.shared()) return backend.scan_at(sink);
+    backend.scan(sink);
+    return 0;
+  }
+
+  // ---- Shared stores: on the watcher thread.
+
+  // Applies a read of the store's change record: per key, its last change
+  // in the read (after the last clear), unless this map made it. A remote
+  // change is committed after this map's own commits seen before it in the
+  // record (their groups' numbers, the tags): local writes numbered after
+  // those keep their value (see Cache::observe).
+  void observe(Backend::ChangeRead&& read, detail::Seq settled) {
+    const std::string& where = where_;
+    detail::Seq own = own_through_;
+    std::optional<detail::Seq> clear;
+    std::size_t from = 0;  // changes before the last clear do not matter
+    std::vector<detail::Seq> after(read.changes.size());
+    for (std::size_t i = 0; i < read.changes.size(); ++i) {
+      const Backend::RecordedChange& c = read.changes[i];
+      if (c.origin == origin_) own = std::max<detail::Seq>(own, c.tag);
+      after[i] = own;
+      if (c.op == Write::Op::clear) {
+        from = i + 1;
+        clear = c.origin == origin_ ? std::nullopt : std::optional<detail::Seq>(own);
+      }
+    }
+    // The last change of each key, in commit order.
+    absl::flat_hash_map<std::string_view, std::size_t> last;
+    for (std::size_t i = from; i < read.changes.size(); ++i) last[read.changes[i].key] = i;
+    std::vector<std::size_t> order;
+    order.reserve(last.size());
+    for (const auto& [key, i] : last) order.push_back(i);
+    std::sort(order.begin(), order.end());
+    std::vector<typename Cache::Observed> changes;
+    changes.reserve(order.size());
+    std::optional<Error> undecodable;
+    for (const std::size_t i : order) {
+      Backend::RecordedChange& c = read.changes[i];
+      if (c.origin == origin_) continue;  // in the cache already, or a newer local value
+      try {
+        std::optional<V> value;
+        if (c.op == Write::Op::put && c.value) value.emplace(decode_value(c.key, *c.value, where));
+        changes.push_back({decode_key(c.key, where), std::move(value), after[i]});
+      } catch (const Error& e) {
+        if (!undecodable) undecodable.emplace(e);
+      }
+    }
+    if (clear || !changes.empty()) cache_.observe(clear, changes);
+    own_through_ = own;
+    cache_.see_through(std::max(own, settled));
+    if (undecodable) throw *undecodable;
+  }
+
+  // The change record no longer reaches back to where this map read last:
+  // entries is the whole store, as of a point after every local write
+  // numbered up to settled was committed (or failed).
+  void reload(std::vector<std::pair<std::string, std::string>>&& entries, detail::Seq settled) {
+    std::vector<typename Cache::Observed> changes;
+    changes.reserve(entries.size());
+    std::optional<Error> undecodable;
+    for (auto& [key, value] : entries) {
+      try {
+        changes.push_back({decode_key(key, where_), decode_value(key, value, where_), settled});
+      } catch (const Error& e) {
+        if (!undecodable) undecodable.emplace(e);
+      }
+    }
+    cache_.observe(settled, changes);
+    own_through_ = std::max(own_through_, settled);
+    cache_.see_through(own_through_);
+    if (undecodable) throw *undecodable;
   }
 
   // On the writer thread, after a failed commit: the cache shows what the
@@ -350,11 +528,16 @@ class PersistentMap final {
         if (!undecodable) undecodable.emplace(e);
       }
     }
-    cache_.restore(changes, stored.through);
+    cache_.restore(changes, stored.first, stored.through);
     if (undecodable) throw *undecodable;
   }
 
   Cache cache_;
+  // Shared stores: this map's origin in the change record, and (watcher
+  // thread only) the last of its own groups seen there.
+  std::uint64_t origin_ = 0;
+  detail::Seq own_through_ = 0;
+  std::string where_;                     // the backend's describe(), for messages
   std::unique_ptr<detail::Store> store_;  // after cache_: destroyed (and closed) first
 };
 

@@ -142,6 +142,7 @@ class Cache {
     K key;
     std::optional<V> kept;
     const std::optional<V>* replaced = nullptr;  // when not kept here
+    bool failed = false;  // the write did not reach the store (it is not on its way)
     const std::optional<V>& before() const { return replaced ? *replaced : kept; }
     void learn(const std::optional<V>& value) {
       kept = value;
@@ -249,9 +250,9 @@ class Cache {
   }
 
   // f(std::optional<V>&) edits a copy of the value; leaving nullopt erases.
-  // publish(const std::optional<V>& result) -> Seq, called unless the key
-  // stays absent (then it returns false). If f or publish throws, nothing
-  // changes.
+  // publish(const std::optional<V>& result, const V* before) -> Seq (before:
+  // the value f saw, null when absent), called unless the key stays absent
+  // (then it returns false). If f or publish throws, nothing changes.
   template <class Q, class F, class Publish>
   bool update(const Q& key, F& f, Publish&& publish) {
     const auto& view = Traits::view(key);
@@ -264,7 +265,7 @@ class Cache {
     std::optional<V> value = found ? std::optional<V>(it->second) : std::optional<V>();
     f(value);
     if (!value && !found) return false;
-    const Seq seq = publish(std::as_const(value));
+    const Seq seq = publish(std::as_const(value), found ? &std::as_const(it->second) : nullptr);
     if (found) {
       keep(shard, Undo{seq, it->first, std::move(it->second)});
       assign(shard, it, nullptr, std::move(value));
@@ -306,10 +307,95 @@ class Cache {
     const Seq seq = publish();
     for (std::size_t i = 0; i < shard_count_; ++i) shards_[i].table.clear();
     clear_seq_ = seq;
-    const Seq settled = settled_();
+    const Seq settled = prunable();
     std::erase_if(clears_, [&](Seq c) { return c <= settled; });
     clears_.push_back(seq);
     size_.store(0, std::memory_order_relaxed);
+  }
+
+  // ---- Others' writes, on a shared store.
+  //
+  // A change read from the store's change record, committed after this
+  // map's own commits of the local writes numbered up to `after` (and
+  // before any later one).
+  struct Observed {
+    K key;
+    std::optional<V> value;  // nullopt: erased
+    Seq after = 0;
+  };
+
+  // From now on undo records (and pending clears) stay until the watcher
+  // has seen them committed: see_through().
+  void follow_store() { horizon_.store(0, std::memory_order_release); }
+  // The watcher has applied every change of the record up to the local
+  // writes numbered through seq.
+  void see_through(Seq seq) {
+    if (seq > horizon_.load(std::memory_order_relaxed))
+      horizon_.store(seq, std::memory_order_release);
+  }
+
+  // Applies what the store committed, with every shard lock involved held
+  // at once (all of them with a clear), so readers see all of it or none:
+  // first a clear, when `clear` is set (committed after the local writes
+  // numbered up to *clear), then each change in order. A key whose local
+  // write committed after the change, or may still (a record numbered after
+  // `after` that did not fail, or a local clear numbered after it), keeps
+  // its cached value, and that write's first record learns the store's
+  // value instead (in case it fails). Returns whether the cache changed.
+  bool observe(std::optional<Seq> clear,
+               std::span<Observed> changes) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    std::vector<std::size_t> shard_of;
+    shard_of.reserve(changes.size());
+    for (const Observed& c : changes) shard_of.push_back(shard_index(hash(Traits::view(c.key))));
+    const auto locks = clear ? lock_all() : lock_shards(shard_of);
+    bool changed = false;
+    if (clear && first_clear_after(*clear) == std::numeric_limits<Seq>::max()) {
+      for (std::size_t i = 0; i < shard_count_; ++i) {
+        Shard& shard = shards_[i];
+        absl::flat_hash_set<K, typename Traits::Hash, typename Traits::Equal> newer;
+        for (Undo* u = first_after(shard, *clear); u != shard.undo.data() + shard.undo.size(); ++u)
+          if (!u->failed && newer.insert(u->key).second) u->learn(std::nullopt);
+        for (auto it = shard.table.begin(); it != shard.table.end();) {
+          auto next = std::next(it);
+          if (!newer.contains(it->first)) {
+            assign(shard, it, nullptr, std::nullopt);
+            changed = true;
+          }
+          it = next;
+        }
+      }
+    }
+    for (std::size_t i = 0; i < changes.size(); ++i) {
+      Observed& c = changes[i];
+      if (first_clear_after(c.after) != std::numeric_limits<Seq>::max()) continue;
+      Shard& shard = shards_[shard_of[i]];
+      if (Undo* u = first_pending(shard, c.key, c.after)) {
+        u->learn(c.value);
+        continue;
+      }
+      const auto it = shard.table.find(c.key);
+      if (it == shard.table.end() && !c.value) continue;
+      if constexpr (std::equality_comparable<V>)
+        if (it != shard.table.end() && c.value && it->second == *c.value) continue;
+      assign(shard, it, &c.key, std::move(c.value));
+      changed = true;
+    }
+    return changed;
+  }
+
+  // A local write numbered seq did not apply (its condition failed) and the
+  // store holds `stored` for its key: the key shows that, unless a newer
+  // local write is on its way (whose record learns it).
+  void conflicted(K key, std::optional<V> stored, Seq seq) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    Shard& shard = shard_for(hash(Traits::view(key)));
+    {
+      WriterLock lock(shard.mutex);
+      for (Undo* u = first_after(shard, seq - 1);
+           u != shard.undo.data() + shard.undo.size() && u->seq == seq; ++u)
+        u->failed = true;
+    }
+    Observed c{std::move(key), std::move(stored), seq};
+    observe(std::nullopt, std::span<Observed>(&c, 1));
   }
 
   // ---- Repair after a failed commit of the writes numbered first..through.
@@ -331,6 +417,7 @@ class Cache {
       for (Undo* u = first_after(shard, first - 1);
            u != shard.undo.data() + shard.undo.size() && u->seq < clear; ++u) {
         if (u->seq <= through) {
+          u->failed = true;
           earliest.try_emplace(u->key, u);
         } else if (auto e = earliest.find(u->key); e != earliest.end() && e->second) {
           u->learn(e->second->before());
@@ -352,7 +439,12 @@ class Cache {
   // newer than `through` is on its way for it (that write's undo record
   // learns the stored value instead). Takes one shard lock at a time;
   // nothing is decoded under a lock.
-  void restore(std::span<Change> stored, Seq through) {
+  void restore(std::span<Change> stored, Seq first, Seq through) {
+    {
+      // The failed clears are no longer on their way.
+      const auto locks = lock_all();
+      std::erase_if(clears_, [&](Seq c) { return c >= first && c <= through; });
+    }
     absl::flat_hash_map<K, std::size_t, typename Traits::Hash, typename Traits::Equal> index;
     index.reserve(stored.size());
     for (std::size_t i = 0; i < stored.size(); ++i) index.insert_or_assign(stored[i].key, i);
@@ -363,6 +455,9 @@ class Cache {
     for (std::size_t i = 0; i < shard_count_; ++i) {
       Shard& shard = shards_[i];
       WriterLock lock(shard.mutex);
+      for (Undo* u = first_after(shard, first - 1);
+           u != shard.undo.data() + shard.undo.size() && u->seq <= through; ++u)
+        u->failed = true;
       // Their first records learn what the store holds.
       const Seq clear = first_clear_after(through);
       for (Undo* u = first_after(shard, through);
@@ -408,7 +503,7 @@ class Cache {
   void keep(Shard& shard, Undo&& undo) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
     shard.undo.push_back(std::move(undo));
     if (shard.undo.size() - shard.undo_head < shard.undo_prune_at) return;
-    const Seq settled = settled_();
+    const Seq settled = prunable();
     while (shard.undo_head < shard.undo.size() && shard.undo[shard.undo_head].seq <= settled)
       ++shard.undo_head;
     if (shard.undo_head * 2 >= shard.undo.size()) {
@@ -419,12 +514,26 @@ class Cache {
     shard.undo_prune_at = std::max(kMinPrune, 2 * (shard.undo.size() - shard.undo_head));
   }
 
+  // Records numbered up to here can go: settled by the writer, and (on a
+  // shared store) seen in the change record by the watcher.
+  Seq prunable() const { return std::min(settled_(), horizon_.load(std::memory_order_acquire)); }
+
   // The number of the first local clear after seq, or max() when none may
   // be pending: a record after it was made on an emptied cache, and learns
   // nothing from what came before the clear. Any shard lock held.
   Seq first_clear_after(Seq seq) const {
     const auto c = std::upper_bound(clears_.begin(), clears_.end(), seq);
     return c == clears_.end() ? std::numeric_limits<Seq>::max() : *c;
+  }
+
+  // The first record of a local write to key numbered after seq that did
+  // not fail (one on its way, or committed after seq), or null.
+  template <class Q>
+  static Undo* first_pending(Shard& shard, const Q& key, Seq seq)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mutex) {
+    for (Undo* u = first_after(shard, seq); u != shard.undo.data() + shard.undo.size(); ++u)
+      if (!u->failed && u->key == key) return u;
+    return nullptr;
   }
 
   // The first undo record numbered after seq.
@@ -519,6 +628,8 @@ class Cache {
   Seq clear_seq_ = 0;
   std::vector<Seq> clears_;
   const std::function<Seq()> settled_;
+  // On a shared store, the watcher's progress (see follow_store()).
+  std::atomic<Seq> horizon_{std::numeric_limits<Seq>::max()};
 };
 
 }  // namespace pmap::detail

@@ -36,6 +36,7 @@
 namespace pmap::detail {
 
 class Writer;
+class Watcher;
 
 // Sequence numbers of the write queue, one per operation, in queue order
 // (0 is "no local write").
@@ -63,8 +64,24 @@ class Store {
   // reported to on_error.
   using Repair = std::function<void(Restore&&)>;
 
-  // Starts the writer and sync threads on backend (non-null).
-  Store(std::unique_ptr<Backend> backend, const Options& options, Repair repair);
+  // On a shared store (Backend::shared()): where the map's load left the
+  // change record, and what the watcher thread hands the map — each read of
+  // the record, or the whole store when the record no longer reaches back
+  // (a gap). `settled`: every local write numbered up to it was committed
+  // before the read began, or failed. Both run on the watcher thread, one
+  // at a time; exceptions go to on_error.
+  struct Shared {
+    std::uint64_t position = 0;
+    std::function<void(Backend::ChangeRead&& read, std::uint64_t settled)> observe;
+    std::function<void(std::vector<std::pair<std::string, std::string>>&& entries,
+                       std::uint64_t settled)>
+        reload;
+  };
+
+  // Starts the writer and sync threads on backend (non-null), and with
+  // `shared`, the watcher thread on a reader session of it.
+  Store(std::unique_ptr<Backend> backend, const Options& options, Repair repair,
+        std::optional<Shared> shared = std::nullopt);
   // Closes (committing everything accepted; a failure goes to on_error),
   // then ends the map's threads. The Repair function may still run until it
   // returns.
@@ -101,6 +118,20 @@ class Store {
   std::uint64_t push(Ticket& ticket, Write write, std::shared_ptr<StateBase> done);
   std::uint64_t push(Ticket& ticket, std::vector<Write> writes, std::shared_ptr<StateBase> done);
 
+  // A write applied only if its key still holds `expected` (nullopt:
+  // absent) in the store — on a shared store only. When it does not, done
+  // is not completed: on_conflict(seq, stored) runs on the writer thread
+  // instead, with the write's number and what the key holds, and takes
+  // over (it must not call back into the Store).
+  using OnConflict = std::function<void(std::uint64_t seq, std::optional<std::string> stored)>;
+  std::uint64_t push_conditional(Ticket& ticket, Write write, std::optional<std::string> expected,
+                                 std::shared_ptr<StateBase> done, OnConflict on_conflict);
+
+  // done completes once a read of the store's change record that began
+  // after this call has been applied to the cache; at once on a store only
+  // this map writes. Errors: Errc::closed after close().
+  void refresh(std::shared_ptr<StateBase> done);
+
   // done completes once every write pushed before it is durable, failing if
   // any of them failed since the previous flush.
   void flush(std::shared_ptr<StateBase> done);
@@ -122,6 +153,7 @@ class Store {
  private:
   std::shared_ptr<Completion> completion_;
   std::unique_ptr<Writer> writer_;
+  std::unique_ptr<Watcher> watcher_;  // shared stores only
 };
 
 // Rethrows error (a codec's, decoding a stored key or value) with the key

@@ -1,0 +1,222 @@
+// Maps on one shared SQLite store: in one process, and in real processes
+// (fork/exec of pmap_shared_worker). Coherent caches, refresh(), update()
+// as compare-and-set, batches seen whole, kill -9 of a writer.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <pmap/pmap.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../support/test_backend.hpp"
+
+namespace {
+
+using Map = pmap::PersistentMap<std::string, std::string>;
+using pmap_test::TempDir;
+using namespace std::chrono_literals;
+
+std::string shared_uri(const std::filesystem::path& path) {
+  return "sqlite:" + path.string() + "?mode=shared";
+}
+
+// A pmap_shared_worker process, with a pipe each way.
+class Worker {
+ public:
+  explicit Worker(std::vector<std::string> args) {
+    int to[2], from[2];
+    EXPECT_EQ(pipe(to), 0);
+    EXPECT_EQ(pipe(from), 0);
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(to[0], STDIN_FILENO);
+      dup2(from[1], STDOUT_FILENO);
+      for (int fd : {to[0], to[1], from[0], from[1]}) close(fd);
+      std::vector<char*> argv{const_cast<char*>(PMAP_SHARED_WORKER)};
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(PMAP_SHARED_WORKER, argv.data());
+      _exit(127);
+    }
+    close(to[0]);
+    close(from[1]);
+    in_ = fdopen(from[0], "r");
+    out_ = fdopen(to[1], "w");
+  }
+  ~Worker() {
+    close_input();
+    if (in_) std::fclose(in_);
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  // The next line it printed ("" at end of file).
+  std::string line() {
+    char buf[65536];
+    if (!std::fgets(buf, sizeof buf, in_)) return "";
+    std::string s(buf);
+    if (!s.empty() && s.back() == '\n') s.pop_back();
+    return s;
+  }
+  void send(const std::string& text) {
+    std::fputs((text + "\n").c_str(), out_);
+    std::fflush(out_);
+  }
+  void close_input() {
+    if (out_) std::fclose(std::exchange(out_, nullptr));
+  }
+  // Waits for it to exit; its exit status.
+  int wait() {
+    int status = 0;
+    waitpid(std::exchange(pid_, -1), &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  void kill9() { kill(pid_, SIGKILL); }
+
+ private:
+  pid_t pid_ = -1;
+  FILE* in_ = nullptr;
+  FILE* out_ = nullptr;
+};
+
+// Polls cond until it holds or the deadline passes (a generous one: this
+// checks that a change arrives, not how fast).
+template <class Cond>
+bool eventually(Cond cond, std::chrono::seconds deadline = 30s) {
+  const auto end = std::chrono::steady_clock::now() + deadline;
+  while (std::chrono::steady_clock::now() < end) {
+    if (cond()) return true;
+    std::this_thread::yield();
+  }
+  return cond();
+}
+
+TEST(SharedMap, TwoMapsInOneProcessSeeEachOthersWrites) {
+  TempDir dir;
+  Map a{shared_uri(dir / "s.db")};
+  Map b{shared_uri(dir / "s.db")};
+  a.insert("k", "from a").get();
+  b.refresh().get();
+  EXPECT_EQ(b.get("k"), "from a") << "refresh() shows everything committed before it";
+  b.erase("k").get();
+  EXPECT_TRUE(eventually([&] { return !a.contains("k"); })) << "without a call";
+  a.clear().get();
+  b.insert("x", "1").get();
+  b.refresh().get();
+  a.refresh().get();
+  EXPECT_EQ(a.get("x"), "1");
+  EXPECT_EQ(a.size(), 1u);
+}
+
+TEST(SharedMap, UpdateIsACompareAndSetAcrossMaps) {
+  TempDir dir;
+  Map a{shared_uri(dir / "u.db")};
+  Map b{shared_uri(dir / "u.db")};
+  const auto increment = [](std::optional<std::string>& v) {
+    v = std::to_string(v ? std::stol(*v) + 1 : 1);
+  };
+  const auto count = [&](Map& m) {
+    std::vector<pmap::Future<std::optional<std::string>>> updates;
+    for (int i = 0; i < 500; ++i) updates.push_back(m.update("n", increment));
+    for (auto& u : updates) u.get();  // completes after the attempt that won
+  };
+  std::thread ta([&] { count(a); });
+  std::thread tb([&] { count(b); });
+  ta.join();
+  tb.join();
+  a.refresh().get();
+  b.refresh().get();
+  EXPECT_EQ(a.get("n"), "1000");
+  EXPECT_EQ(b.get("n"), "1000");
+  EXPECT_EQ(pmap::SqliteBackend(dir / "u.db", {.read_only = true}).get("n"), "1000");
+}
+
+TEST(SharedMap, FourProcessesCountExactlyAndEndCoherent) {
+  TempDir dir;
+  const std::string uri = shared_uri(dir / "count.db");
+  std::vector<std::unique_ptr<Worker>> workers;
+  for (int i = 0; i < 4; ++i)
+    workers.push_back(
+        std::make_unique<Worker>(std::vector<std::string>{uri, "count", "1000", "10"}));
+  for (auto& w : workers) ASSERT_EQ(w->line(), "done");
+  for (auto& w : workers) w->send("check");
+  for (auto& w : workers) EXPECT_EQ(w->line(), "equal");
+  for (auto& w : workers) EXPECT_EQ(w->wait(), 0);
+  Map look{pmap::SqliteBackend(dir / "count.db", {.read_only = true})};
+  long total = 0;
+  for (int k = 0; k < 10; ++k) total += std::stol(look.get("c" + std::to_string(k)).value_or("0"));
+  EXPECT_EQ(total, 4000) << "no increment lost, none applied twice";
+}
+
+TEST(SharedMap, AnotherProcessesWriteArrivesWithoutACall) {
+  TempDir dir;
+  const std::string uri = shared_uri(dir / "p.db");
+  Map b{uri};
+  Worker a({uri, "put", "greeting", "hello from another process"});
+  ASSERT_EQ(a.line(), "done");
+  EXPECT_TRUE(eventually([&] { return b.get("greeting").has_value(); }));
+  EXPECT_EQ(b.get("greeting"), "hello from another process");
+  EXPECT_EQ(a.wait(), 0);
+  Worker again({uri, "put", "greeting", "second"});
+  ASSERT_EQ(again.line(), "done");
+  b.refresh().get();
+  EXPECT_EQ(b.get("greeting"), "second") << "after refresh(), always";
+}
+
+TEST(SharedMap, ABatchIsNeverSeenHalfApplied) {
+  TempDir dir;
+  const std::string uri = shared_uri(dir / "b.db");
+  Worker observer({uri, "observe"});
+  ASSERT_EQ(observer.line(), "ready");
+  Worker writer({uri, "batches", "2000"});
+  ASSERT_EQ(writer.line(), "done");
+  EXPECT_EQ(writer.wait(), 0);
+  observer.close_input();
+  const std::string result = observer.line();
+  EXPECT_EQ(result.rfind("half 0 seen ", 0), 0u) << result;
+  EXPECT_GT(std::stol(result.substr(result.rfind(' ') + 1)), 1) << "it saw batches arrive";
+}
+
+TEST(SharedMap, AWriterKilledMidCommitBlocksNobodyAndLosesNothingAcked) {
+  TempDir dir;
+  const std::string uri = shared_uri(dir / "k.db");
+  Map survivor{uri};
+  long acked = -1;
+  for (int round = 0; round < 3; ++round) {
+    Worker victim({uri, "acked"});
+    for (int i = 0; i < 200 + round * 150; ++i) {
+      const std::string line = victim.line();
+      ASSERT_FALSE(line.empty());
+      acked = std::max(acked, std::stol(line));
+    }
+    victim.kill9();
+    EXPECT_EQ(victim.wait(), 128 + SIGKILL);
+    // The others carry on: a write commits, the record stays readable.
+    survivor.insert("after round " + std::to_string(round), "ok").get();
+    survivor.refresh().get();
+  }
+  for (long i = 0; i <= acked; ++i)
+    ASSERT_TRUE(survivor.contains("a" + std::to_string(i))) << "acked a" << i << " missing";
+  Map fresh{uri};
+  EXPECT_EQ(fresh.size(), survivor.size());
+}
+
+TEST(SharedMap, ExclusiveModeIsUnchanged) {
+  TempDir dir;
+  Map a{pmap::SqliteBackend(dir / "e.db")};
+  try {
+    Map b{pmap::SqliteBackend(dir / "e.db")};
+    ADD_FAILURE() << "a second exclusive opener must be refused";
+  } catch (const pmap::Error& e) {
+    EXPECT_EQ(e.code(), pmap::Errc::locked) << e.what();
+  }
+  a.refresh().get();  // completes at once: only this map writes
+}
+
+}  // namespace
