@@ -23,7 +23,7 @@ namespace pmap::detail {
 // ---------------------------------------------------------------- Store
 
 Store::Store(std::unique_ptr<Backend> backend, const Options& options, Repair repair,
-             std::optional<Shared> shared)
+             std::optional<Shared> shared, Committed committed)
     : completion_(std::make_shared<Completion>(options.executor, options.on_error)) {
   std::unique_ptr<Backend> reader;
   if (shared) {
@@ -33,7 +33,8 @@ Store::Store(std::unique_ptr<Backend> backend, const Options& options, Repair re
                   backend->describe() +
                       ": a shared backend must give reader sessions (Backend::open_reader)");
   }
-  writer_ = std::make_unique<Writer>(std::move(backend), completion_, options, std::move(repair));
+  writer_ = std::make_unique<Writer>(std::move(backend), completion_, options, std::move(repair),
+                                     std::move(committed));
   if (shared) {
     const std::uint64_t position = shared->position;
     watcher_ = std::make_unique<Watcher>(
@@ -85,11 +86,12 @@ Backend* Store::backend() const { return writer_->backend(); }
 // ---------------------------------------------------------------- Writer
 
 Writer::Writer(std::unique_ptr<Backend> backend, std::shared_ptr<Completion> completion,
-               const Options& options, Store::Repair repair)
+               const Options& options, Store::Repair repair, Store::Committed committed)
     : backend_(std::move(backend)),
       description_(backend_->describe()),
       completion_(std::move(completion)),
       repair_(std::move(repair)),
+      committed_(std::move(committed)),
       max_pending_(std::max<std::size_t>(options.max_pending_writes, 1)),
       max_group_writes_(std::max<std::size_t>(options.max_group_writes, 1)),
       max_group_bytes_(std::max<std::size_t>(options.max_group_bytes, 1)),
@@ -328,7 +330,15 @@ void Writer::commit_group(std::span<Item> group) {
   const Seq through = group.back().seq;
   // Before any future of the group completes, the cache must show what
   // the store holds.
-  if (entry.error) repair(writes_, group.front().seq, through);
+  if (entry.error) {
+    repair(writes_, group.front().seq, through);
+  } else if (committed_) {
+    try {
+      committed_(writes_);
+    } catch (...) {
+      completion_->report(to_error(std::current_exception(), description_));
+    }
+  }
   settled_.store(through, std::memory_order_release);
   for (Item& item : group)
     if (item.done) entry.done.push_back(std::move(item.done));

@@ -51,7 +51,7 @@ namespace pmap::detail {
 class Writer {
  public:
   Writer(std::unique_ptr<Backend> backend, std::shared_ptr<Completion> completion,
-         const Options& options, Store::Repair repair);
+         const Options& options, Store::Repair repair, Store::Committed committed);
   // shut_down(), unless done already.
   ~Writer();
   // Closes (if nobody did; a failure of the final flush goes to on_error)
@@ -123,6 +123,7 @@ class Writer {
   const std::string description_;
   const std::shared_ptr<Completion> completion_;
   const Store::Repair repair_;
+  const Store::Committed committed_;
   const std::size_t max_pending_;
   const std::size_t max_group_writes_;
   const std::size_t max_group_bytes_;

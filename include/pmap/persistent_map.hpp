@@ -52,10 +52,12 @@
 #include "pmap/backend.hpp"
 #include "pmap/codec.hpp"
 #include "pmap/detail/cache.hpp"
+#include "pmap/detail/feed.hpp"
 #include "pmap/detail/store.hpp"
 #include "pmap/error.hpp"
 #include "pmap/future.hpp"
 #include "pmap/options.hpp"
+#include "pmap/watch.hpp"
 
 namespace pmap {
 
@@ -134,18 +136,27 @@ class PersistentMap final {
           [this](std::vector<std::pair<std::string, std::string>>&& entries,
                  std::uint64_t settled) { reload(std::move(entries), settled); }});
     }
+    const bool local_feed = !shared;  // a shared store's watcher reports every commit
     store_ = std::make_unique<detail::Store>(
         std::move(backend), options, [this](detail::Restore&& r) { restore(std::move(r)); },
-        std::move(shared));
+        std::move(shared),
+        local_feed ? detail::Store::Committed([this](std::span<const Write> writes) {
+          if (!feed_->empty()) feed_->publish(events_of(writes));
+        })
+                   : nullptr);
+    feed_->attach(store_->completion());
   }
 
   PersistentMap(const PersistentMap&) = delete;
   PersistentMap& operator=(const PersistentMap&) = delete;
 
   // Commits every write already accepted, releases the backend, and runs the
-  // continuations still queued. A failure of that last commit goes to
-  // Options::on_error; the destructor never throws.
-  ~PersistentMap() = default;
+  // continuations (and watch calls) still queued. A failure of that last
+  // commit goes to Options::on_error; the destructor never throws.
+  ~PersistentMap() {
+    store_.reset();
+    feed_->close();  // every Subscription is inert from here
+  }
 
   // Inserts or replaces. The future yields the previous value (as the cache
   // saw it) once the write is durable.
@@ -321,6 +332,43 @@ class PersistentMap final {
   // A copy of every entry, weakly consistent like for_each, in no order.
   std::vector<std::pair<K, V>> snapshot() const { return cache_.snapshot(); }
 
+  // Calls f(const pmap::Change<K, V>&) for every change this map sees once
+  // it is committed: its own writes (Origin::local; a failed write is never
+  // reported) and, on a shared store, every other map's (Origin::remote),
+  // per key in commit order. Several remote writes to a key may arrive
+  // coalesced into the last one; when the map had to reload the store, the
+  // differences it found arrive as remote changes. Calls run on the
+  // completion executor (never on the writer's or the backend's threads),
+  // one at a time for one subscription. A call that throws goes to
+  // Options::on_error, and the feed goes on. The calls stop when the
+  // returned Subscription is destroyed or reset().
+  template <class F>
+    requires std::is_invocable_v<F&, const Change<K, V>&>
+  [[nodiscard]] Subscription watch(F f) {
+    auto completion = store_->completion();
+    auto deliver = [f = std::move(f), completion, where = where_](
+                       const detail::Feed::Events& events,
+                       const std::atomic<bool>& active) mutable {
+      for (const detail::Feed::Event& e : events) {
+        if (!active.load()) return;
+        try {
+          Change<K, V> c;
+          c.kind = e.op == Write::Op::put     ? ChangeKind::put
+                   : e.op == Write::Op::erase ? ChangeKind::erase
+                                              : ChangeKind::clear;
+          c.origin = e.local ? Origin::local : Origin::remote;
+          if (e.op != Write::Op::clear) c.key = decode_key(e.key, where);
+          if (e.op == Write::Op::put && e.value) c.value = decode_value(e.key, *e.value, where);
+          f(std::as_const(c));
+        } catch (...) {
+          completion->report(std::current_exception(), "a watch callback threw", Errc::backend);
+        }
+      }
+    };
+    const std::uint64_t id = feed_->subscribe(std::move(deliver));
+    return Subscription(id ? feed_ : nullptr, id);
+  }
+
   // The backend, for describe() or backend-specific inspection. Its I/O
   // members must not be called while the map may use it (any time before
   // close() completes), and the reference is valid only until close()
@@ -437,6 +485,45 @@ class PersistentMap final {
     return 0;
   }
 
+  // What reloading `entries` changes in the cache, as remote changes for
+  // watchers (values compared as bytes).
+  detail::Feed::Events differences(
+      const std::vector<std::pair<std::string, std::string>>& entries) {
+    detail::Feed::Events events;
+    absl::flat_hash_map<std::string_view, std::string_view> stored;
+    for (const auto& [key, value] : entries) stored.emplace(key, value);
+    std::string key_bytes, value_bytes;
+    auto compare = [&](const K& key, const V& value) {
+      key_bytes.clear();
+      Traits::encode(key, key_bytes);
+      const auto it = stored.find(key_bytes);
+      if (it == stored.end()) {
+        events.push_back({Write::Op::erase, key_bytes, std::nullopt, false});
+        return;
+      }
+      value_bytes.clear();
+      Codec<V>::encode(value, value_bytes);
+      if (value_bytes != it->second)
+        events.push_back({Write::Op::put, key_bytes, std::string(it->second), false});
+      stored.erase(it);
+    };
+    cache_.for_each(compare);
+    for (const auto& [key, value] : stored)
+      events.push_back({Write::Op::put, std::string(key), std::string(value), false});
+    return events;
+  }
+
+  // A committed group of this map's writes, for the watch feed.
+  static detail::Feed::Events events_of(std::span<const Write> writes) {
+    detail::Feed::Events events;
+    events.reserve(writes.size());
+    for (const Write& w : writes)
+      events.push_back({w.op, w.key,
+                        w.op == Write::Op::put ? std::optional<std::string>(w.value) : std::nullopt,
+                        true});
+    return events;
+  }
+
   // ---- Shared stores: on the watcher thread.
 
   // Applies a read of the store's change record: per key, its last change
@@ -483,6 +570,21 @@ class PersistentMap final {
     if (clear || !changes.empty()) cache_.observe(clear, changes);
     own_through_ = own;
     cache_.see_through(std::max(own, settled));
+    if (!feed_->empty()) {
+      // The same, coalesced, for watchers: the last clear, then the last
+      // change of each key after it, in commit order.
+      detail::Feed::Events events;
+      if (from > 0) {
+        const Backend::RecordedChange& c = read.changes[from - 1];
+        events.push_back({Write::Op::clear, {}, std::nullopt, c.origin == origin_});
+      }
+      for (const std::size_t i : order) {
+        Backend::RecordedChange& c = read.changes[i];
+        const Write::Op op = c.op == Write::Op::put && !c.value ? Write::Op::erase : c.op;
+        events.push_back({op, std::move(c.key), std::move(c.value), c.origin == origin_});
+      }
+      feed_->publish(std::move(events));
+    }
     if (undecodable) throw *undecodable;
   }
 
@@ -490,6 +592,7 @@ class PersistentMap final {
   // entries is the whole store, as of a point after every local write
   // numbered up to settled was committed (or failed).
   void reload(std::vector<std::pair<std::string, std::string>>&& entries, detail::Seq settled) {
+    if (!feed_->empty()) feed_->publish(differences(entries));
     std::vector<typename Cache::Observed> changes;
     changes.reserve(entries.size());
     std::optional<Error> undecodable;
@@ -537,7 +640,10 @@ class PersistentMap final {
   // thread only) the last of its own groups seen there.
   std::uint64_t origin_ = 0;
   detail::Seq own_through_ = 0;
-  std::string where_;                     // the backend's describe(), for messages
+  std::string where_;  // the backend's describe(), for messages
+  // watch(); Subscriptions share it. Made before the store (whose threads
+  // publish to it), given the store's completion executor after.
+  std::shared_ptr<detail::Feed> feed_ = std::make_shared<detail::Feed>();
   std::unique_ptr<detail::Store> store_;  // after cache_: destroyed (and closed) first
 };
 

@@ -10,3 +10,4 @@
 #include "pmap/future.hpp"
 #include "pmap/options.hpp"
 #include "pmap/persistent_map.hpp"
+#include "pmap/watch.hpp"

@@ -24,6 +24,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -78,10 +79,15 @@ class Store {
         reload;
   };
 
+  // Called on the writer thread with each group it committed (not on a
+  // shared store, whose watcher sees every commit in the change record).
+  // It must not call back into the Store; exceptions go to on_error.
+  using Committed = std::function<void(std::span<const Write> writes)>;
+
   // Starts the writer and sync threads on backend (non-null), and with
   // `shared`, the watcher thread on a reader session of it.
   Store(std::unique_ptr<Backend> backend, const Options& options, Repair repair,
-        std::optional<Shared> shared = std::nullopt);
+        std::optional<Shared> shared = std::nullopt, Committed committed = nullptr);
   // Closes (committing everything accepted; a failure goes to on_error),
   // then ends the map's threads. The Repair function may still run until it
   // returns.
