@@ -12,7 +12,7 @@
 // --tsv    also write the rows as tab-separated values (for BENCHMARKS.md
 //          and the plots)
 // --only   run only the workloads whose name contains NAME (bulk-sequential,
-//          bulk-random, awaited, reads-mixed, load, memory, csv)
+//          bulk-random, awaited, reads-mixed, load, memory, csv, shared)
 // --threads  inserting threads of the bulk workload (default 8)
 //
 // Each workload runs in a child process of its own, after a sync().
@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -592,6 +593,222 @@ void csv_writes_and_load() {
 
 }  // namespace
 
+// ---- 7. shared stores ------------------------------------------------------------------
+
+// Forks a child that runs f(write_fd) and exits; returns its pid.
+template <class F>
+pid_t fork_child(int write_fd, F f) {
+  std::fflush(stdout);
+  const pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    try {
+      f(write_fd);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "pmap_bench: %s\n", e.what());
+      _exit(1);
+    }
+    _exit(0);
+  }
+  return pid;
+}
+
+std::string read_all(int fd) {
+  std::string in;
+  char buf[4096];
+  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) in.append(buf, static_cast<std::size_t>(n));
+  close(fd);
+  return in;
+}
+
+void write_all(int fd, const std::string& s) {
+  for (std::size_t done = 0; done < s.size();) {
+    const ssize_t n = write(fd, s.data() + done, s.size() - done);
+    if (n <= 0) throw std::runtime_error("write to the parent failed");
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+long long now_ns() {  // CLOCK_MONOTONIC: one clock for every process of the machine
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+std::string shared_uri(const std::filesystem::path& path) {
+  return "sqlite:" + path.string() + "?mode=shared";
+}
+
+// Shared mode against exclusive mode, in the same run: bulk and awaited
+// writes, cached reads; then what only shared mode does: propagation
+// between two processes, and four processes updating counters.
+void shared_store() {
+  const Data d = make_data(cfg.n, true);
+  const auto open = [&](const char* name, bool shared) {
+    return shared ? Map{shared_uri(fresh(name))} : Map{pmap::SqliteBackend(fresh(name))};
+  };
+  // Bulk: 8 threads, one flush.
+  double bulk[2] = {0, 0};
+  for (int r = 0; r < cfg.reps; ++r)
+    for (int shared : {1, 0}) {
+      Map map = open("bulk.db", shared);
+      const auto start = Clock::now();
+      std::vector<std::thread> threads;
+      for (std::size_t t = 0; t < 8; ++t)
+        threads.emplace_back([&, t] {
+          for (std::size_t i = t; i < d.keys.size(); i += 8) map.insert(d.keys[i], d.values[i]);
+        });
+      for (auto& th : threads) th.join();
+      map.flush().get();
+      bulk[shared] = std::max(bulk[shared], static_cast<double>(cfg.n) / seconds_since(start));
+    }
+  report({"shared mode", "bulk, 8 threads", "ops/s", bulk[1], bulk[0], "exclusive mode", ">= 0.8x",
+          ""});
+  // Awaited: 64 threads, each write awaited.
+  const std::size_t per_thread = cfg.quick ? 10 : 60;
+  double awaited[2] = {0, 0};
+  for (int r = 0; r < cfg.reps; ++r)
+    for (int shared : {1, 0}) {
+      Map map = open("awaited.db", shared);
+      const double rate = threaded_ops(64, per_thread, [&](std::size_t t, std::size_t ops) {
+        for (std::size_t i = 0; i < ops; ++i) {
+          const std::size_t k = (t * ops + i) % d.keys.size();
+          map.insert(d.keys[k], d.values[k]).get();
+        }
+      });
+      awaited[shared] = std::max(awaited[shared], rate);
+    }
+  report({"shared mode", "awaited, 64 threads", "ops/s", awaited[1], awaited[0], "exclusive mode",
+          ">= 0.8x", ""});
+  // get() from the cache, 4 threads, while the watcher waits.
+  const std::size_t gets = cfg.quick ? 20000 : 1000000;
+  const auto idx = random_indices(gets, cfg.n, 11);
+  double reads[2] = {0, 0};
+  for (int shared : {1, 0}) {
+    Map map = open("reads.db", shared);
+    for (std::size_t i = 0; i < cfg.n; ++i) map.insert(d.keys[i], d.values[i]);
+    map.flush().get();
+    for (int r = 0; r < cfg.reps; ++r)
+      reads[shared] =
+          std::max(reads[shared], threaded_ops(4, gets / 4, [&](std::size_t t, std::size_t ops) {
+                     std::size_t found = 0;
+                     for (std::size_t i = 0; i < ops; ++i)
+                       found += map.get(d.keys[idx[t * ops + i]]).has_value();
+                     if (found != ops) std::abort();
+                   }));
+  }
+  report({"shared mode", "get, 4 threads", "ops/s", reads[1], reads[0], "exclusive mode",
+          ">= 0.95x", ""});
+
+  // Propagation: a child process watches; this one writes, each write
+  // awaited, its value the time it was issued.
+  {
+    const std::string uri = shared_uri(fresh("propagation.db"));
+    { Map create{uri}; }
+    const std::size_t writes = cfg.quick ? 50 : 500;
+    int ready[2], out[2];
+    if (pipe(ready) != 0 || pipe(out) != 0) throw std::runtime_error("pipe failed");
+    const pid_t child = fork_child(out[1], [&](int fd) {
+      close(ready[0]);
+      close(out[0]);
+      Map map{uri};
+      std::mutex mu;
+      std::condition_variable cv;
+      std::vector<double> delays;
+      bool stop = false;
+      auto sub = map.watch([&](const pmap::Change<std::string, std::string>& c) {
+        if (c.origin != pmap::Origin::remote || c.kind != pmap::ChangeKind::put) return;
+        std::lock_guard lock(mu);
+        if (c.key == "stop")
+          stop = true;
+        else
+          delays.push_back(static_cast<double>(now_ns() - std::stoll(*c.value)) / 1e6);
+        cv.notify_all();
+      });
+      write_all(ready[1], "r");
+      close(ready[1]);
+      std::unique_lock lock(mu);
+      cv.wait_for(lock, std::chrono::seconds(120), [&] { return stop; });
+      char line[128];
+      std::snprintf(line, sizeof line, "%.3f %.3f %zu", percentile(delays, 0.5),
+                    percentile(delays, 0.99), delays.size());
+      write_all(fd, line);
+    });
+    close(ready[1]);
+    close(out[1]);
+    read_all(ready[0]);  // the child's map is open and watching
+    std::vector<double> commit_ms;
+    {
+      Map map{uri};
+      for (std::size_t i = 0; i < writes; ++i) {
+        const auto s = Clock::now();
+        map.insert("p" + std::to_string(i), std::to_string(now_ns())).get();
+        commit_ms.push_back(seconds_since(s) * 1e3);
+      }
+      map.insert("stop", "0").get();
+    }
+    std::istringstream result(read_all(out[0]));
+    waitpid(child, nullptr, 0);
+    double p50 = 0, p99 = 0;
+    std::size_t seen = 0;
+    result >> p50 >> p99 >> seen;
+    char extra[160];
+    std::snprintf(extra, sizeof extra,
+                  "p50 %.2f ms; %zu of %zu writes seen; baseline: p99 of the awaited write itself",
+                  p50, seen, writes);
+    report({"shared mode", "propagation p99, 2 procs", "ms", p99, percentile(commit_ms, 0.99),
+            "awaited local commit p99", "p99 < 50 ms", extra});
+  }
+
+  // Counters: 4 processes x M update() increments of 10 keys, against one
+  // process doing all of them on an exclusive store.
+  {
+    const long m = cfg.quick ? 200 : 2500;
+    const auto run = [&](const std::string& uri, int procs, long per_proc) {
+      std::vector<pid_t> pids;
+      std::vector<int> fds;
+      const auto start = Clock::now();
+      for (int p = 0; p < procs; ++p) {
+        int fd[2];
+        if (pipe(fd) != 0) throw std::runtime_error("pipe failed");
+        pids.push_back(fork_child(fd[1], [&](int out) {
+          close(fd[0]);
+          Map map{uri};
+          std::atomic<long> attempts{0};
+          std::vector<pmap::Future<std::optional<std::string>>> futures;
+          for (long i = 0; i < per_proc; ++i)
+            futures.push_back(
+                map.update("c" + std::to_string(i % 10), [&](std::optional<std::string>& v) {
+                  ++attempts;
+                  v = std::to_string(v ? std::stol(*v) + 1 : 1);
+                }));
+          for (auto& f : futures) f.get();
+          write_all(out, std::to_string(attempts.load()));
+        }));
+        close(fd[1]);
+        fds.push_back(fd[0]);
+      }
+      long attempts = 0;
+      for (int fd : fds) attempts += std::stol("0" + read_all(fd));
+      for (pid_t pid : pids) waitpid(pid, nullptr, 0);
+      const double rate = static_cast<double>(procs * per_proc) / seconds_since(start);
+      return std::pair{rate, static_cast<double>(attempts) / static_cast<double>(procs * per_proc)};
+    };
+    double shared = 0, single = 0, attempts = 0;
+    for (int r = 0; r < cfg.reps; ++r) {
+      const auto [rate, per_update] = run(shared_uri(fresh("counters.db")), 4, m);
+      if (rate > shared) {
+        shared = rate;
+        attempts = per_update;
+      }
+      single = std::max(single, run("sqlite:" + fresh("counters1.db").string(), 1, 4 * m).first);
+    }
+    char extra[160];
+    std::snprintf(extra, sizeof extra, "%.2f conflicts retried per update", attempts - 1);
+    report({"shared mode", "4 procs x update counters", "ops/s", shared, single,
+            "1 process, exclusive, same updates", "report", extra});
+  }
+}
+
 // Runs a workload in a child process, so that each starts from a fresh heap
 // rather than from what the previous workloads left (in one process, gets
 // after the write workloads ran at 0.65-1.3x a plain map instead of
@@ -641,7 +858,7 @@ int main(int argc, char** argv) try {
       std::fprintf(stderr,
                    "usage: %s [--n N] [--reps R] [--quick] [--dir DIR] [--tsv FILE] [--only NAME]"
                    " [--threads T]\n"
-                   "  NAME: part of bulk, awaited, reads, load, memory, csv\n"
+                   "  NAME: part of bulk, awaited, reads, load, memory, csv, shared\n"
                    "  T: inserting threads of the bulk workload (default 8)\n",
                    argv[0]);
       return 2;
@@ -668,6 +885,7 @@ int main(int argc, char** argv) try {
       {"load", open_load},
       {"memory", memory_per_entry},
       {"csv", csv_writes_and_load},
+      {"shared", shared_store},
   };
   for (const auto& [name, run] : workloads) {
     if (std::string_view(name).find(cfg.only) == std::string_view::npos) continue;

@@ -252,6 +252,13 @@ bool parse_ops(std::string_view ops, F f) {
   return true;
 }
 
+// Keeps the WAL and its index (-shm) when this connection is the last to
+// close (see the constructor), whichever connection that is.
+void keep_wal(sqlite3* db) {
+  int persist_wal = 1;
+  sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist_wal);
+}
+
 // A random origin for a shared session: two live sessions never draw the
 // same one in practice (63 bits).
 std::uint64_t random_origin() {
@@ -634,8 +641,7 @@ SqliteBackend::SqliteBackend(std::filesystem::path path, SqliteOptions options) 
   // WAL empty, as journal_size_limit cuts it to nothing then): SQLite needs
   // the index's pages to open the database at all, and a disk that filled
   // up meanwhile would otherwise keep the store from opening.
-  int persist_wal = 1;
-  sqlite3_file_control(d.db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist_wal);
+  keep_wal(d.db);
   // SQLite puts the WAL beside the real file when path is a symbolic link.
   const char* wal = sqlite3_filename_wal(sqlite3_db_filename(d.db, "main"));
   d.wal_path = wal && *wal ? std::string(wal) : path.string() + "-wal";
@@ -739,6 +745,7 @@ void SqliteBackend::Impl::open_read_only() {
   const int rc =
       sqlite3_open_v2(d.path.c_str(), &d.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) d.fail(rc, "cannot open the database for reading");
+  keep_wal(d.db);
   sqlite3_extended_result_codes(d.db, 1);
   sqlite3_busy_timeout(d.db, static_cast<int>(d.options.busy_timeout.count()));
   const auto has_table = [&](const std::string& name) {
@@ -875,6 +882,7 @@ class SqliteBackend::Reader final : public Backend {
     const int rc =
         sqlite3_open_v2(d.path.c_str(), &d.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
     if (rc != SQLITE_OK) d.fail(rc, "cannot open a reader session");
+    keep_wal(d.db);
     sqlite3_extended_result_codes(d.db, 1);
     sqlite3_busy_timeout(d.db, static_cast<int>(d.options.busy_timeout.count()));
     const std::string t = "\"" + d.options.table + "\"";

@@ -12,6 +12,17 @@
 // database — for its whole life. A second opener, in this process or another,
 // gets Errc::locked naming the file, table and holder's pid.
 //
+// Shared mode (SqliteOptions::mode = SqliteMode::shared, "?mode=shared"):
+// any number of shared openers hold the lock at once (a shared flock), and
+// exclude exclusive ones both ways round. Every commit is also recorded, in
+// the same transaction, in the change record "pmap_log_<table>" (see
+// docs/formats.md), which reader sessions read from a position
+// (changes_since) and wait on (wait_for_change: inotify on the WAL, which
+// every commit writes). A write transaction that finds another process's
+// in progress waits busy_timeout, and in shared mode retries up to 5 more
+// times before failing with Errc::locked. Table names starting with pmap_
+// are reserved. A read-only opener (SqliteOptions::read_only) takes no lock.
+//
 // Errors at construction: Errc::io (a directory, a missing parent directory,
 // no permission, a read-only file or file system), Errc::corrupt (the file is
 // not a SQLite database; it is left byte-for-byte untouched), Errc::locked,
