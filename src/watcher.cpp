@@ -83,30 +83,40 @@ void Watcher::run() noexcept {
     // Every local write up to here is committed (so in the record this read
     // reaches) or failed.
     const Seq settled = settled_();
+    Backend::ChangeRead read;
+    std::vector<std::pair<std::string, std::string>> entries;
     try {
-      Backend::ChangeRead read = reader_->changes_since(position_);
+      read = reader_->changes_since(position_);
       if (read.gap) {
-        std::vector<std::pair<std::string, std::string>> entries;
-        const std::uint64_t at = reader_->scan_at([&](std::string_view k, std::string_view v) {
+        position_ = reader_->scan_at([&](std::string_view k, std::string_view v) {
           entries.emplace_back(std::string(k), std::string(v));
         });
-        shared_.reload(std::move(entries), settled);
-        position_ = at;
       } else {
         position_ = read.through;
-        shared_.observe(std::move(read), settled);
       }
     } catch (...) {
-      if (!failing) {
-        const Error e = to_error(std::current_exception(), description_);
+      const Error e = to_error(std::current_exception(), description_);
+      if (!failing)
         completion_->report(Error(e.code(), std::string(e.what()) +
                                                 "; the map keeps serving its cache, and retries "
                                                 "reading what other maps wrote"));
-      }
+      // A refresh waits for a read that succeeded; this one failed.
+      for (auto& done : waiting) done->complete(std::make_exception_ptr(e));
+      waiting.clear();
       failing = true;
       if (!back_off(delay)) break;
       delay = std::min(delay * 2, kMaxDelay);
       continue;
+    }
+    // What the map could not apply (an entry that does not decode) is
+    // reported; the read is done either way.
+    try {
+      if (read.gap)
+        shared_.reload(std::move(entries), settled);
+      else
+        shared_.observe(std::move(read), settled);
+    } catch (...) {
+      completion_->report(to_error(std::current_exception(), description_));
     }
     failing = false;
     delay = kFirstDelay;

@@ -8,9 +8,10 @@
 // the record from the last position (changes_since), and hand the read to
 // Observe — or, when the record no longer reaches back that far, read the
 // whole store (scan_at) and hand it to Reload. refresh() futures complete
-// once a read that began after their call has been handed over. When the
-// store cannot be read, the failure goes to on_error once, and the watcher
-// retries with back-off (100 ms doubling to 5 s); the cache keeps serving.
+// once a read that began after their call has been handed over, or fail
+// with its error. When the store cannot be read, the failure goes to
+// on_error once, and the watcher retries with back-off (100 ms doubling to
+// 5 s); the cache keeps serving.
 //
 // Thread safety: refresh() and stop() may be called from any thread.
 // Observe and Reload run on the watcher thread, one at a time.

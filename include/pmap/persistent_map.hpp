@@ -286,7 +286,9 @@ class PersistentMap final {
   // store before the call, by any map in any process: read others' writes
   // on demand (the watcher applies them by itself soon anyway). On a store
   // only this map writes, completes at once.
-  // Errors (through the future): Errc::closed after close().
+  // Errors (through the future): Errc::closed after close(); the store's
+  // error when its change record cannot be read (the map reports that to
+  // on_error once, keeps serving its cache, and keeps retrying).
   Future<void> refresh() {
     auto state = new_state<void>();
     store_->refresh(state);

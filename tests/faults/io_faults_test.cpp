@@ -224,38 +224,7 @@ class IoFaults : public ::testing::TestWithParam<std::string> {
   }
 };
 
-// What maps told Options::on_error. Read it once the maps are destroyed:
-// a map's completion thread has then delivered every report.
-class Reports {
- public:
-  pmap::Options options() const {
-    pmap::Options o;
-    o.on_error = [state = state_](const pmap::Error& e) {
-      std::lock_guard lock(state->mu);
-      state->seen.emplace_back(e.what());
-    };
-    return o;
-  }
-  // The reports that mention part.
-  std::vector<std::string> mentioning(const std::string& part) const {
-    std::lock_guard lock(state_->mu);
-    std::vector<std::string> out;
-    for (const auto& r : state_->seen)
-      if (r.find(part) != std::string::npos) out.push_back(r);
-    return out;
-  }
-  std::size_t count() const {
-    std::lock_guard lock(state_->mu);
-    return state_->seen.size();
-  }
-
- private:
-  struct State {
-    std::mutex mu;
-    std::vector<std::string> seen;
-  };
-  std::shared_ptr<State> state_ = std::make_shared<State>();
-};
+using pmap_test::Reports;
 
 std::string key(int i) { return "key-" + std::to_string(i); }
 std::string value(int i) { return "value " + std::to_string(i) + std::string(100, '.'); }

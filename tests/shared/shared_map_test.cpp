@@ -3,11 +3,13 @@
 // as compare-and-set, batches seen whole, kill -9 of a writer.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <mutex>
 #include <pmap/pmap.hpp>
 #include <string>
 #include <thread>
@@ -78,6 +80,13 @@ class Worker {
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
   void kill9() { kill(pid_, SIGKILL); }
+  // SIGSTOP, returning once it has stopped.
+  void stop() {
+    kill(pid_, SIGSTOP);
+    int status = 0;
+    waitpid(pid_, &status, WUNTRACED);
+  }
+  void resume() { kill(pid_, SIGCONT); }
 
  private:
   pid_t pid_ = -1;
@@ -146,7 +155,7 @@ TEST(SharedMap, FourProcessesCountExactlyAndEndCoherent) {
         std::make_unique<Worker>(std::vector<std::string>{uri, "count", "1000", "10"}));
   for (auto& w : workers) ASSERT_EQ(w->line(), "done");
   for (auto& w : workers) w->send("check");
-  for (auto& w : workers) EXPECT_EQ(w->line(), "equal");
+  for (auto& w : workers) EXPECT_EQ(w->line(), "equal 10");
   for (auto& w : workers) EXPECT_EQ(w->wait(), 0);
   Map look{pmap::SqliteBackend(dir / "count.db", {.read_only = true})};
   long total = 0;
@@ -205,6 +214,63 @@ TEST(SharedMap, AWriterKilledMidCommitBlocksNobodyAndLosesNothingAcked) {
     ASSERT_TRUE(survivor.contains("a" + std::to_string(i))) << "acked a" << i << " missing";
   Map fresh{uri};
   EXPECT_EQ(fresh.size(), survivor.size());
+}
+
+TEST(SharedMap, ADamagedChangeRecordIsReportedOnceAndTheCacheKeepsServing) {
+  TempDir dir;
+  const auto path = dir / "d.db";
+  pmap_test::Reports reports;
+  auto owner = std::make_unique<Map>(shared_uri(path), reports.options());
+  Map& map = *owner;
+  map.insert("k", "v").get();
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "INSERT INTO pmap_log_kv (pos, origin, tag, ops) VALUES "
+                           "((SELECT max(pos) + 1 FROM pmap_log_kv), 7, 0, x'7a7a')",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  try {
+    map.refresh().get();
+    ADD_FAILURE() << "refresh() must fail while the record cannot be read";
+  } catch (const pmap::Error& e) {
+    EXPECT_EQ(e.code(), pmap::Errc::corrupt) << e.what();
+    EXPECT_NE(std::string(e.what()).find("pmap_log_kv"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(map.get("k"), "v") << "reads keep serving the cache";
+  map.insert("k2", "v2").get();  // and writes still commit
+  EXPECT_THROW(map.refresh().get(), pmap::Error);
+  owner.reset();  // destroyed: every report is delivered
+  EXPECT_EQ(reports.count(), 1u) << "reported once, not at every retry";
+  EXPECT_EQ(reports.mentioning("damaged at position").size(), 1u);
+}
+
+TEST(SharedMap, AMapThatFellBehindTheTrimmedRecordReloadsAndReportsTheDifferences) {
+  TempDir dir;
+  const auto path = dir / "g.db";
+  const std::string uri = shared_uri(path);
+  { Map create{uri}; }
+  Worker follower({uri, "follow"});
+  ASSERT_EQ(follower.line(), "ready");
+  follower.stop();  // SIGSTOP: it cannot read while the record moves on
+  {
+    // Another map's session commits more transactions than the record keeps.
+    pmap::SqliteBackend writer(path, {.mode = pmap::SqliteMode::shared});
+    std::vector<pmap::Backend::Conflict> conflicts;
+    for (int i = 0; i < 17000; ++i) {
+      std::vector<pmap::Write> w = {
+          {pmap::Write::Op::put, "g" + std::to_string(i % 50), std::to_string(i)}};
+      writer.commit_shared(w, {}, 0, conflicts);
+    }
+  }
+  follower.resume();
+  follower.send("check");
+  EXPECT_EQ(follower.line(), "equal 50") << "it reloaded the table";
+  EXPECT_EQ(follower.line(), "watched 50") << "and reported each difference as a remote put";
+  EXPECT_EQ(follower.wait(), 0);
 }
 
 TEST(SharedMap, ExclusiveModeIsUnchanged) {

@@ -4,7 +4,7 @@
 //   pmap_shared_worker URI count N KEYS
 //       N update() increments of the counters c0..c{KEYS-1} (round robin),
 //       then prints "done"; on a line "check" from stdin: refresh(), then
-//       prints "equal" if its cache equals the store (read by a read-only
+//       prints "equal N" if its cache equals the store (read by a read-only
 //       opener) or "differs: ..." otherwise.
 //   pmap_shared_worker URI batches N
 //       N apply() batches, each setting b0..b9 to the same value i; "done".
@@ -15,6 +15,9 @@
 //   pmap_shared_worker URI acked
 //       inserts a0, a1, ... forever, printing each index once its future
 //       completed (the test kill -9s it).
+//   pmap_shared_worker URI follow
+//       prints "ready"; on a line "check" from stdin: as count's, then
+//       "watched M" (M: the remote puts its watch callback received).
 //   pmap_shared_worker URI put KEY VALUE
 //       insert(KEY, VALUE).get(), then "done".
 #include <algorithm>
@@ -34,6 +37,33 @@ void say(const std::string& line) {
   std::cout << line << std::endl;  // flushed: the test reads it now
 }
 
+// Waits for a line "check" on stdin (false at end of input), then
+// refresh()es and compares the cache with the store, read by a read-only
+// opener of the same file and table: "equal N", or "differs: ..." showing
+// both.
+bool check(Map& map, const std::string& uri) {
+  std::string line;
+  while (std::getline(std::cin, line) && line != "check") {
+  }
+  if (line != "check") return false;
+  map.refresh().get();
+  const std::string path = uri.substr(7, uri.find('?') - 7);
+  Map look{pmap::SqliteBackend(path, {.read_only = true})};
+  auto mine = map.snapshot(), stored = look.snapshot();
+  std::sort(mine.begin(), mine.end());
+  std::sort(stored.begin(), stored.end());
+  if (mine == stored) {
+    say("equal " + std::to_string(mine.size()));
+    return true;
+  }
+  std::string diff;
+  for (const auto& [k, v] : mine) diff += " " + k + "=" + v;
+  diff += " | store:";
+  for (const auto& [k, v] : stored) diff += " " + k + "=" + v;
+  say("differs:" + diff);
+  return true;
+}
+
 int count(Map& map, const std::string& uri, long n, long keys) {
   // Not awaited one by one: many are queued together, and conflict.
   std::vector<pmap::Future<std::optional<std::string>>> updates;
@@ -43,27 +73,7 @@ int count(Map& map, const std::string& uri, long n, long keys) {
     }));
   for (auto& u : updates) u.get();  // each after its winning attempt
   say("done");
-  std::string line;
-  while (std::getline(std::cin, line)) {
-    if (line != "check") continue;
-    map.refresh().get();
-    // The store, through a read-only opener of the same file and table.
-    const std::string path = uri.substr(7, uri.find('?') - 7);
-    Map look{pmap::SqliteBackend(path, {.read_only = true})};
-    auto mine = map.snapshot(), stored = look.snapshot();
-    std::sort(mine.begin(), mine.end());
-    std::sort(stored.begin(), stored.end());
-    if (mine == stored) {
-      say("equal");
-    } else {
-      std::string diff;
-      for (const auto& [k, v] : mine) diff += " " + k + "=" + v;
-      diff += " | store:";
-      for (const auto& [k, v] : stored) diff += " " + k + "=" + v;
-      say("differs:" + diff);
-    }
-    return 0;
-  }
+  check(map, uri);
   return 0;
 }
 
@@ -122,6 +132,17 @@ int main(int argc, char** argv) {
         map.insert("a" + std::to_string(i), std::to_string(i)).get();
         say(std::to_string(i));
       }
+    }
+    if (mode == "follow") {
+      std::atomic<long> watched{0};
+      auto sub = map.watch([&](const pmap::Change<std::string, std::string>& c) {
+        if (c.origin == pmap::Origin::remote && c.kind == pmap::ChangeKind::put) ++watched;
+      });
+      say("ready");
+      if (!check(map, uri)) return 0;
+      sub.reset();  // every call made so far has returned
+      say("watched " + std::to_string(watched.load()));
+      return 0;
     }
     if (mode == "put" && argc == 5) {
       map.insert(argv[3], argv[4]).get();

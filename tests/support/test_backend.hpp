@@ -15,6 +15,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <vector>
 
 namespace pmap_test {
 
@@ -104,6 +105,39 @@ class TestBackend final : public pmap::Backend {
 
   std::shared_ptr<Control> control_;
   pmap::MemoryBackend inner_;
+};
+
+// What maps told Options::on_error. Read it once the maps are destroyed:
+// a map's completion thread has then delivered every report.
+class Reports {
+ public:
+  pmap::Options options() const {
+    pmap::Options o;
+    o.on_error = [state = state_](const pmap::Error& e) {
+      std::lock_guard lock(state->mu);
+      state->seen.emplace_back(e.what());
+    };
+    return o;
+  }
+  // The reports that mention part.
+  std::vector<std::string> mentioning(const std::string& part) const {
+    std::lock_guard lock(state_->mu);
+    std::vector<std::string> out;
+    for (const auto& r : state_->seen)
+      if (r.find(part) != std::string::npos) out.push_back(r);
+    return out;
+  }
+  std::size_t count() const {
+    std::lock_guard lock(state_->mu);
+    return state_->seen.size();
+  }
+
+ private:
+  struct State {
+    std::mutex mu;
+    std::vector<std::string> seen;
+  };
+  std::shared_ptr<State> state_ = std::make_shared<State>();
 };
 
 // A fresh directory under the system temp dir, removed at the end.
