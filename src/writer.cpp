@@ -357,11 +357,11 @@ Durability Writer::commit(std::span<Item> group) {
       backend_->commit_shared(writes_, expect_, group.back().seq, conflicts_);
   for (Backend::Conflict& c : conflicts_) {
     Item& item = group[c.index];
-    item.done = nullptr;  // the retry completes it
+    std::shared_ptr<StateBase> done = std::move(item.done);  // the retry completes it
     try {
       item.condition->on_conflict(item.seq, std::move(c.stored));
     } catch (...) {
-      completion_->report(to_error(std::current_exception(), description_));
+      done->complete(to_error_ptr(std::current_exception(), description_));
     }
   }
   return durability;

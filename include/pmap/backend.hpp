@@ -15,7 +15,8 @@
 // member; a backend that overrides commit() to defer its fsync must make
 // sync() safe beside them (the SQLite backend fsyncs a file descriptor of its
 // own). A reader session from open_reader() is a separate object, used from
-// another thread beside its parent.
+// another thread beside its parent; its interrupt() may be called from any
+// thread while another member runs.
 //
 // Errors: backends may throw anything; the map reports a pmap::Error
 // unchanged and wraps any other exception as Errc::backend, keeping its
@@ -130,14 +131,16 @@ class Backend {
   // ---- Shared stores: several maps, in any processes, on one store.
   //
   // A shared backend keeps a change record: every transaction committed by
-  // any session, in commit order, numbered by a Position, with the session
-  // that committed it (its origin) and a tag that session chose. A map reads
-  // it from a position to learn what others wrote (changes_since()), waits
-  // on it for "something may have changed" (wait_for_change()), and commits
-  // through commit_shared(), which tags the transaction and applies
-  // conditional writes (update() as compare-and-set). The defaults describe
-  // a store only this map writes: shared() false, and the map calls none of
-  // the members below.
+  // any session, in commit order, at a position (a number counting up, 0
+  // before the first), with the session that committed it (its origin) and
+  // a tag that session chose. A map reads it from a position to learn what
+  // others wrote (changes_since()), waits on it for "something may have
+  // changed" (wait_for_change()) — both on a reader session, so a shared
+  // backend must give one (open_reader()) — and commits through
+  // commit_shared(), which tags the transaction and applies conditional
+  // writes (update() as compare-and-set). The defaults describe a store
+  // only this map writes: shared() false, and the map calls none of the
+  // members below. src/backends/sqlite.cpp is the worked example.
 
   // Whether other sessions may write this store: the map then keeps its
   // cache coherent through the members below. Default: false.

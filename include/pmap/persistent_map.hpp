@@ -28,6 +28,10 @@
 //     Options::max_pending_writes are queued (back-pressure); readers never do;
 //   - the destructor commits every write already accepted; it never throws.
 //
+// On a shared store (SQLite with mode=shared; see README "Many processes"),
+// each map's watcher thread applies other maps' commits to its cache, and
+// update() is a compare-and-set in the store.
+//
 // Thread safety: every member may be called concurrently from any thread,
 // except that the map must not be destroyed while other threads still use it,
 // nor from one of its own continuations. User code (continuations, on_error)
@@ -126,6 +130,7 @@ class PersistentMap final {
     const std::uint64_t position = load(*backend);
     std::optional<detail::Store::Shared> shared;
     if (backend->shared()) {
+      shared_ = true;
       origin_ = backend->origin();
       cache_.follow_store();
       shared.emplace(detail::Store::Shared{
@@ -213,7 +218,7 @@ class PersistentMap final {
   template <class Q, class F>
     requires LookupKeyFor<K, Q> && std::is_invocable_v<F&, std::optional<V>&>
   Future<std::optional<V>> update(const Q& key, F f) {
-    if (origin_ != 0) return shared_update(K(Traits::view(key)), std::move(f));
+    if (shared_) return shared_update(K(Traits::view(key)), std::move(f));
     std::string key_bytes;
     Traits::encode(key, key_bytes);
     auto ticket = store_->reserve(1);
@@ -638,8 +643,10 @@ class PersistentMap final {
   }
 
   Cache cache_;
-  // Shared stores: this map's origin in the change record, and (watcher
-  // thread only) the last of its own groups seen there.
+  // Shared stores: whether the backend is one, this map's origin in the
+  // change record, and (watcher thread only) the last of its own groups
+  // seen there.
+  bool shared_ = false;
   std::uint64_t origin_ = 0;
   detail::Seq own_through_ = 0;
   std::string where_;  // the backend's describe(), for messages
