@@ -315,6 +315,9 @@ struct SqliteBackend::Impl {
 
   void prepare_log_reads();
   void open_read_only();
+  void connect_read_only(const char* doing);
+  void prepare_reads();
+  std::uint64_t scan_at(ScanSink& sink);
 
   std::string quoted_log() const { return "\"" + log_table + "\""; }
 
@@ -739,15 +742,45 @@ void SqliteBackend::Impl::prepare_log_reads() {
   d.log_last = d.prepare("SELECT coalesce(max(pos), 0) FROM " + log);
 }
 
+// A read-only connection (a reader session's, a read-only opener's).
+void SqliteBackend::Impl::connect_read_only(const char* doing) {
+  const int rc =
+      sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) fail(rc, doing);
+  keep_wal(db);
+  sqlite3_extended_result_codes(db, 1);
+  sqlite3_busy_timeout(db, static_cast<int>(options.busy_timeout.count()));
+}
+
+// The statements a reading connection runs: get, scan, read snapshots, and
+// on a shared table the change record's.
+void SqliteBackend::Impl::prepare_reads() {
+  const std::string t = "\"" + options.table + "\"";
+  get = prepare("SELECT value FROM " + t + " WHERE key = ?1");
+  scan = prepare("SELECT key, value FROM " + t);
+  commit = prepare("COMMIT");
+  rollback = prepare("ROLLBACK");
+  if (shared) prepare_log_reads();
+}
+
+// scan_all(), and on a shared table the change record's position, in one
+// snapshot.
+std::uint64_t SqliteBackend::Impl::scan_at(ScanSink& sink) {
+  if (!shared) {
+    scan_all(sink);
+    return 0;
+  }
+  return in_snapshot([&] {
+    const std::uint64_t at = last_position();
+    scan_all(sink);
+    return at;
+  });
+}
+
 // SqliteOptions::read_only: no lock, no write, nothing created.
 void SqliteBackend::Impl::open_read_only() {
   Impl& d = *this;
-  const int rc =
-      sqlite3_open_v2(d.path.c_str(), &d.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
-  if (rc != SQLITE_OK) d.fail(rc, "cannot open the database for reading");
-  keep_wal(d.db);
-  sqlite3_extended_result_codes(d.db, 1);
-  sqlite3_busy_timeout(d.db, static_cast<int>(d.options.busy_timeout.count()));
+  d.connect_read_only("cannot open the database for reading");
   const auto has_table = [&](const std::string& name) {
     sqlite3_stmt* stmt =
         d.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1");
@@ -765,12 +798,7 @@ void SqliteBackend::Impl::open_read_only() {
     throw Error(Errc::invalid_argument,
                 d.where + ": the table has no change record (" + d.log_table +
                     "): no map has opened it with mode=shared; open it without mode=shared");
-  const std::string t = "\"" + d.options.table + "\"";
-  d.commit = d.prepare("COMMIT");
-  d.rollback = d.prepare("ROLLBACK");
-  d.get = d.prepare("SELECT value FROM " + t + " WHERE key = ?1");
-  d.scan = d.prepare("SELECT key, value FROM " + t);
-  if (d.shared) d.prepare_log_reads();
+  d.prepare_reads();
 }
 
 SqliteBackend::SqliteBackend(SqliteBackend&&) noexcept = default;
@@ -844,18 +872,7 @@ Durability SqliteBackend::commit_shared(std::span<const Write> batch,
 bool SqliteBackend::shared() const { return impl_->shared; }
 std::uint64_t SqliteBackend::origin() const { return impl_->origin; }
 
-std::uint64_t SqliteBackend::scan_at(ScanSink sink) {
-  Impl& d = *impl_;
-  if (!d.shared) {
-    d.scan_all(sink);
-    return 0;
-  }
-  return d.in_snapshot([&] {
-    const std::uint64_t at = d.last_position();
-    d.scan_all(sink);
-    return at;
-  });
-}
+std::uint64_t SqliteBackend::scan_at(ScanSink sink) { return impl_->scan_at(sink); }
 
 void SqliteBackend::flush() {
   Impl& d = *impl_;
@@ -879,19 +896,9 @@ class SqliteBackend::Reader final : public Backend {
     Impl& d = *impl_;
     d.shared = parent.shared;
     d.log_table = parent.log_table;
-    const int rc =
-        sqlite3_open_v2(d.path.c_str(), &d.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
-    if (rc != SQLITE_OK) d.fail(rc, "cannot open a reader session");
-    keep_wal(d.db);
-    sqlite3_extended_result_codes(d.db, 1);
-    sqlite3_busy_timeout(d.db, static_cast<int>(d.options.busy_timeout.count()));
-    const std::string t = "\"" + d.options.table + "\"";
-    d.get = d.prepare("SELECT value FROM " + t + " WHERE key = ?1");
-    d.scan = d.prepare("SELECT key, value FROM " + t);
-    d.commit = d.prepare("COMMIT");
-    d.rollback = d.prepare("ROLLBACK");
+    d.connect_read_only("cannot open a reader session");
+    d.prepare_reads();
     if (!d.shared) return;
-    d.prepare_log_reads();
     data_version_ = d.prepare("PRAGMA data_version");
     wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (wake_fd_ < 0) detail::throw_errno(errno, d.where + ": cannot create an eventfd");
@@ -916,15 +923,7 @@ class SqliteBackend::Reader final : public Backend {
   }
   std::string describe() const override { return impl_->where; }
   bool shared() const override { return impl_->shared; }
-  std::uint64_t scan_at(ScanSink sink) override {
-    Impl& d = *impl_;
-    if (!d.shared) return Backend::scan_at(std::move(sink));
-    return d.in_snapshot([&] {
-      const std::uint64_t at = d.last_position();
-      d.scan_all(sink);
-      return at;
-    });
-  }
+  std::uint64_t scan_at(ScanSink sink) override { return impl_->scan_at(sink); }
   ChangeRead changes_since(std::uint64_t from) override {
     if (!impl_->shared) return Backend::changes_since(from);
     ChangeRead read = impl_->in_snapshot([&] { return read_changes(from); });

@@ -79,13 +79,21 @@ TEST(Watch, AFailedWriteIsNeverReported) {
   EXPECT_EQ(rec.lines().size(), 1u);
 }
 
-TEST(Watch, ASharedStoreReportsOthersWritesAsRemote) {
+// Two maps on one shared store; a's watch records into rec.
+struct SharedPair {
   TempDir dir;
   const std::string uri = "sqlite:" + (dir / "s.db").string() + "?mode=shared";
   Map a{uri};
   Map b{uri};
   Recorder rec;
-  auto sub = a.watch(std::ref(rec));
+  pmap::Subscription sub = a.watch(std::ref(rec));
+};
+
+TEST(Watch, ASharedStoreReportsOthersWritesAsRemote) {
+  SharedPair p;
+  Map& a = p.a;
+  Map& b = p.b;
+  Recorder& rec = p.rec;
   a.insert("mine", "1").get();
   a.refresh().get();
   b.insert("theirs", "2").get();
@@ -96,12 +104,10 @@ TEST(Watch, ASharedStoreReportsOthersWritesAsRemote) {
 }
 
 TEST(Watch, RemoteWritesToAKeyArriveInCommitOrder) {
-  TempDir dir;
-  const std::string uri = "sqlite:" + (dir / "o.db").string() + "?mode=shared";
-  Map a{uri};
-  Map b{uri};
-  Recorder rec;
-  auto sub = a.watch(std::ref(rec));
+  SharedPair p;
+  Map& a = p.a;
+  Map& b = p.b;
+  Recorder& rec = p.rec;
   for (int i = 1; i <= 300; ++i) b.insert("k", std::to_string(i));
   b.insert("k", "last").get();
   a.refresh().get();
