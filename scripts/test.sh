@@ -16,15 +16,26 @@
 #                                  target; with PMAP_SANITIZE=1 the ASan and TSan
 #                                  suites still run their quick versions (long,
 #                                  they take hours)
+#
+# The PostgreSQL suites run against a throwaway server this script starts
+# (scripts/services.sh) and stops on every exit path; they must run: a
+# suite that skipped fails the run (PMAP_REQUIRE_SERVERS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 . scripts/deps.sh
+. scripts/services.sh
 extra=()
 long=${PMAP_LONG_TESTS:-0}
 sanitize=${PMAP_SANITIZE:-0}
 [ "$sanitize" = 1 ] || [ "$long" = 1 ] && extra+=(clang libclang-rt-14-dev)
-pmap_install_deps libgtest-dev libgmock-dev "${extra[@]}"
+pmap_install_deps libgtest-dev libgmock-dev libpq-dev postgresql "${extra[@]}"
+
+trap pmap_stop_services EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+pmap_start_postgres
+export PMAP_REQUIRE_SERVERS=pg
 
 # The long tests outlast the default per-test timeout (300 s).
 timeout=300
@@ -33,9 +44,11 @@ timeout=300
 run_preset() {
   local preset=$1
   echo "==> [$preset] configure and build"
-  cmake --preset "$preset" -DPMAP_TEST_TIMEOUT=$timeout >/dev/null
+  cmake --preset "$preset" -DPMAP_TEST_TIMEOUT=$timeout -DPMAP_WITH_POSTGRES=ON >/dev/null
   cmake --build --preset "$preset"
   echo "==> [$preset] test"
+  ctest --preset "$preset" -N -R postgres | grep -qE "Total Tests: [1-9]" || {
+    echo "[$preset] has no PostgreSQL tests: the suite would not run" >&2; exit 1; }
   ctest --preset "$preset"
 }
 
@@ -61,7 +74,7 @@ run_fuzzers() {
 run_preset dev
 if [ "$sanitize" = 1 ]; then
   echo "==> [tsa] clang -Wthread-safety build"
-  cmake --preset tsa >/dev/null
+  cmake --preset tsa -DPMAP_WITH_POSTGRES=ON >/dev/null
   cmake --build --preset tsa
   PMAP_LONG_TESTS=0 run_preset asan
   PMAP_LONG_TESTS=0 run_preset tsan

@@ -13,7 +13,11 @@
 #include <thread>
 #include <vector>
 
+#include "../support/servers.hpp"
 #include "../support/test_backend.hpp"
+#ifdef PMAP_TEST_POSTGRES
+#include <pmap/backends/postgres.hpp>
+#endif
 
 namespace {
 
@@ -25,7 +29,8 @@ struct Flavor {
   // Opens the backend stored under dir (the same data when called again).
   std::function<std::unique_ptr<pmap::Backend>(const std::filesystem::path& dir)> open;
   bool persistent;
-  bool readers = true;  // open_reader() gives a session
+  bool readers = true;    // open_reader() gives a session
+  bool postgres = false;  // needs the PostgreSQL server (PMAP_TEST_PG)
 };
 
 void PrintTo(const Flavor& flavor, std::ostream* os) { *os << flavor.name; }
@@ -40,6 +45,9 @@ std::map<std::string, std::string> contents(pmap::Backend& backend) {
 
 class Conformance : public ::testing::TestWithParam<Flavor> {
  protected:
+  void SetUp() override {
+    if (GetParam().postgres) PMAP_NEED_POSTGRES();
+  }
   std::unique_ptr<pmap::Backend> open() { return GetParam().open(dir_.path()); }
   pmap_test::TempDir dir_;
 };
@@ -191,7 +199,9 @@ TEST_P(Conformance, DescribeNamesTheStore) {
   const std::string d = b->describe();
   const std::string scheme = GetParam().name.substr(0, GetParam().name.find('_'));
   EXPECT_EQ(d.substr(0, scheme.size() + 1), scheme + ":") << d;
-  if (GetParam().persistent) {
+  if (GetParam().postgres) {
+    EXPECT_EQ(d.find("password"), std::string::npos) << d;
+  } else if (GetParam().persistent) {
     EXPECT_NE(d.find(dir_.path().string()), std::string::npos) << d;
   }
 }
@@ -238,32 +248,50 @@ TEST_P(Conformance, AReaderSessionSeesWholeCommitsBesideTheWriter) {
   EXPECT_EQ(b->get("z"), std::nullopt);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Backends, Conformance,
-    ::testing::Values(
-        Flavor{"sqlite",
-               [](const std::filesystem::path& dir) {
-                 return std::make_unique<pmap::SqliteBackend>(dir / "c.db");
-               },
-               true},
-        Flavor{"csv",
-               [](const std::filesystem::path& dir) {
-                 return std::make_unique<pmap::CsvBackend>(dir / "c.csv");
-               },
-               true, false},
-        Flavor{"memory", [](const std::filesystem::path&) { return pmap::open_backend("memory:"); },
-               false},
-        Flavor{"sqlite_uri",
-               [](const std::filesystem::path& dir) {
-                 return pmap::open_backend("sqlite:" + (dir / "u.db").string() +
-                                           "?table=other&synchronous=normal");
-               },
-               true},
-        Flavor{"sqlite_shared",
-               [](const std::filesystem::path& dir) {
-                 return pmap::open_backend("sqlite:" + (dir / "s.db").string() + "?mode=shared");
-               },
-               true}),
-    [](const ::testing::TestParamInfo<Flavor>& info) { return info.param.name; });
+std::vector<Flavor> flavors() {
+  std::vector<Flavor> all = {
+      Flavor{"sqlite",
+             [](const std::filesystem::path& dir) {
+               return std::make_unique<pmap::SqliteBackend>(dir / "c.db");
+             },
+             true},
+      Flavor{"csv",
+             [](const std::filesystem::path& dir) {
+               return std::make_unique<pmap::CsvBackend>(dir / "c.csv");
+             },
+             true, false},
+      Flavor{"memory", [](const std::filesystem::path&) { return pmap::open_backend("memory:"); },
+             false},
+      Flavor{"sqlite_uri",
+             [](const std::filesystem::path& dir) {
+               return pmap::open_backend("sqlite:" + (dir / "u.db").string() +
+                                         "?table=other&synchronous=normal");
+             },
+             true},
+      Flavor{"sqlite_shared",
+             [](const std::filesystem::path& dir) {
+               return pmap::open_backend("sqlite:" + (dir / "s.db").string() + "?mode=shared");
+             },
+             true}};
+#ifdef PMAP_TEST_POSTGRES
+  // A table per test, named after its directory.
+  all.push_back(Flavor{
+      "postgres",
+      [](const std::filesystem::path& dir) {
+        return std::make_unique<pmap::PostgresBackend>(
+            pmap_test::postgres_conninfo(),
+            pmap::PostgresOptions{.table =
+                                      "c_" + std::to_string(std::hash<std::string>{}(dir.string()) %
+                                                            1000000000000ull)});
+      },
+      true, true, true});
+#endif
+  return all;
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, Conformance, ::testing::ValuesIn(flavors()),
+                         [](const ::testing::TestParamInfo<Flavor>& info) {
+                           return info.param.name;
+                         });
 
 }  // namespace

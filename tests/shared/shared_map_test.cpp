@@ -1,6 +1,8 @@
-// Maps on one shared SQLite store: in one process, and in real processes
+// Maps on one shared store: in one process, and in real processes
 // (fork/exec of pmap_shared_worker). Coherent caches, refresh(), update()
-// as compare-and-set, batches seen whole, kill -9 of a writer.
+// as compare-and-set, batches seen whole, kill -9 of a writer — written
+// once (SharedStore), run on every shared backend: SQLite with mode=shared
+// and PostgreSQL (PMAP_TEST_PG). SharedMap: what only SQLite has.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -9,12 +11,14 @@
 
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <mutex>
 #include <pmap/pmap.hpp>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "../support/servers.hpp"
 #include "../support/test_backend.hpp"
 
 namespace {
@@ -106,10 +110,48 @@ bool eventually(Cond cond, std::chrono::seconds deadline = 30s) {
   return cond();
 }
 
-TEST(SharedMap, TwoMapsInOneProcessSeeEachOthersWrites) {
-  TempDir dir;
-  Map a{shared_uri(dir / "s.db")};
-  Map b{shared_uri(dir / "s.db")};
+// A shared backend the SharedStore tests run on.
+struct Store {
+  std::string name;
+  bool postgres = false;
+};
+void PrintTo(const Store& store, std::ostream* os) { *os << store.name; }
+
+class SharedStore : public ::testing::TestWithParam<Store> {
+ protected:
+  void SetUp() override {
+    if (GetParam().postgres) PMAP_NEED_POSTGRES();
+  }
+  // The URI of the store called `stem`: the same for every call in a test,
+  // one no other test uses.
+  std::string uri(const std::string& stem) {
+    if (!GetParam().postgres) return shared_uri(dir_ / (stem + ".db"));
+    auto [it, fresh] = tables_.try_emplace(stem);
+    if (fresh) it->second = pmap_test::unique_table(stem);
+    return pmap_test::postgres_uri(it->second);
+  }
+
+ private:
+  TempDir dir_;
+  std::map<std::string, std::string> tables_;
+};
+
+std::vector<Store> stores() {
+  std::vector<Store> all = {{"sqlite"}};
+#ifdef PMAP_TEST_POSTGRES
+  all.push_back({"postgres", true});
+#endif
+  return all;
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, SharedStore, ::testing::ValuesIn(stores()),
+                         [](const ::testing::TestParamInfo<Store>& info) {
+                           return info.param.name;
+                         });
+
+TEST_P(SharedStore, TwoMapsInOneProcessSeeEachOthersWrites) {
+  Map a{uri("s")};
+  Map b{uri("s")};
   a.insert("k", "from a").get();
   b.refresh().get();
   EXPECT_EQ(b.get("k"), "from a") << "refresh() shows everything committed before it";
@@ -123,10 +165,9 @@ TEST(SharedMap, TwoMapsInOneProcessSeeEachOthersWrites) {
   EXPECT_EQ(a.size(), 1u);
 }
 
-TEST(SharedMap, UpdateIsACompareAndSetAcrossMaps) {
-  TempDir dir;
-  Map a{shared_uri(dir / "u.db")};
-  Map b{shared_uri(dir / "u.db")};
+TEST_P(SharedStore, UpdateIsACompareAndSetAcrossMaps) {
+  Map a{uri("u")};
+  Map b{uri("u")};
   const auto increment = [](std::optional<std::string>& v) {
     v = std::to_string(v ? std::stol(*v) + 1 : 1);
   };
@@ -143,47 +184,43 @@ TEST(SharedMap, UpdateIsACompareAndSetAcrossMaps) {
   b.refresh().get();
   EXPECT_EQ(a.get("n"), "1000");
   EXPECT_EQ(b.get("n"), "1000");
-  EXPECT_EQ(pmap::SqliteBackend(dir / "u.db", {.read_only = true}).get("n"), "1000");
+  EXPECT_EQ(pmap::open_backend(uri("u"))->get("n"), "1000");
 }
 
-TEST(SharedMap, FourProcessesCountExactlyAndEndCoherent) {
-  TempDir dir;
-  const std::string uri = shared_uri(dir / "count.db");
+TEST_P(SharedStore, FourProcessesCountExactlyAndEndCoherent) {
+  const std::string u = uri("count");
   std::vector<std::unique_ptr<Worker>> workers;
   for (int i = 0; i < 4; ++i)
-    workers.push_back(
-        std::make_unique<Worker>(std::vector<std::string>{uri, "count", "1000", "10"}));
+    workers.push_back(std::make_unique<Worker>(std::vector<std::string>{u, "count", "1000", "10"}));
   for (auto& w : workers) ASSERT_EQ(w->line(), "done");
   for (auto& w : workers) w->send("check");
   for (auto& w : workers) EXPECT_EQ(w->line(), "equal 10");
   for (auto& w : workers) EXPECT_EQ(w->wait(), 0);
-  Map look{pmap::SqliteBackend(dir / "count.db", {.read_only = true})};
+  auto look = pmap::open_backend(u);
   long total = 0;
-  for (int k = 0; k < 10; ++k) total += std::stol(look.get("c" + std::to_string(k)).value_or("0"));
+  for (int k = 0; k < 10; ++k) total += std::stol(look->get("c" + std::to_string(k)).value_or("0"));
   EXPECT_EQ(total, 4000) << "no increment lost, none applied twice";
 }
 
-TEST(SharedMap, AnotherProcessesWriteArrivesWithoutACall) {
-  TempDir dir;
-  const std::string uri = shared_uri(dir / "p.db");
-  Map b{uri};
-  Worker a({uri, "put", "greeting", "hello from another process"});
+TEST_P(SharedStore, AnotherProcessesWriteArrivesWithoutACall) {
+  const std::string u = uri("p");
+  Map b{u};
+  Worker a({u, "put", "greeting", "hello from another process"});
   ASSERT_EQ(a.line(), "done");
   EXPECT_TRUE(eventually([&] { return b.get("greeting").has_value(); }));
   EXPECT_EQ(b.get("greeting"), "hello from another process");
   EXPECT_EQ(a.wait(), 0);
-  Worker again({uri, "put", "greeting", "second"});
+  Worker again({u, "put", "greeting", "second"});
   ASSERT_EQ(again.line(), "done");
   b.refresh().get();
   EXPECT_EQ(b.get("greeting"), "second") << "after refresh(), always";
 }
 
-TEST(SharedMap, ABatchIsNeverSeenHalfApplied) {
-  TempDir dir;
-  const std::string uri = shared_uri(dir / "b.db");
-  Worker observer({uri, "observe"});
+TEST_P(SharedStore, ABatchIsNeverSeenHalfApplied) {
+  const std::string u = uri("b");
+  Worker observer({u, "observe"});
   ASSERT_EQ(observer.line(), "ready");
-  Worker writer({uri, "batches", "2000"});
+  Worker writer({u, "batches", "2000"});
   ASSERT_EQ(writer.line(), "done");
   EXPECT_EQ(writer.wait(), 0);
   observer.close_input();
@@ -192,13 +229,12 @@ TEST(SharedMap, ABatchIsNeverSeenHalfApplied) {
   EXPECT_GT(std::stol(result.substr(result.rfind(' ') + 1)), 1) << "it saw batches arrive";
 }
 
-TEST(SharedMap, AWriterKilledMidCommitBlocksNobodyAndLosesNothingAcked) {
-  TempDir dir;
-  const std::string uri = shared_uri(dir / "k.db");
-  Map survivor{uri};
+TEST_P(SharedStore, AWriterKilledMidCommitBlocksNobodyAndLosesNothingAcked) {
+  const std::string u = uri("k");
+  Map survivor{u};
   long acked = -1;
   for (int round = 0; round < 3; ++round) {
-    Worker victim({uri, "acked"});
+    Worker victim({u, "acked"});
     for (int i = 0; i < 200 + round * 150; ++i) {
       const std::string line = victim.line();
       ASSERT_FALSE(line.empty());
@@ -212,7 +248,7 @@ TEST(SharedMap, AWriterKilledMidCommitBlocksNobodyAndLosesNothingAcked) {
   }
   for (long i = 0; i <= acked; ++i)
     ASSERT_TRUE(survivor.contains("a" + std::to_string(i))) << "acked a" << i << " missing";
-  Map fresh{uri};
+  Map fresh{u};
   EXPECT_EQ(fresh.size(), survivor.size());
 }
 

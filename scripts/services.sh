@@ -1,0 +1,135 @@
+# Sourced by test.sh and bench.sh: throwaway database servers for the tests
+# and benchmarks, in a temp dir, on a free loopback port, stopped by pid.
+# (../shared/notes/postgres-redis-on-ci.md is the tested recipe this follows.)
+#
+#   . scripts/services.sh
+#   trap pmap_stop_services EXIT      # before starting anything
+#   trap 'exit 143' TERM; trap 'exit 130' INT
+#   pmap_start_postgres               # exports PMAP_TEST_PG (libpq conninfo),
+#                                     # PMAP_TEST_PG_ADMIN, PMAP_TEST_PG_RESTART
+#
+# Knobs: PMAP_PG_PORT fixes the port (default: the first free one from
+# 55432); PMAP_SVC_KEEP=1 keeps the temp dir and its logs.
+#
+# Servers run as the postgres user (initdb and postgres refuse root) with
+# fsync off: they hold test data only.
+
+pmap_svc_dir=""
+
+pmap_svc_log() { echo "==> [services] $*"; }
+
+# A port nobody listens on, from $1 up.
+pmap_free_port() {
+  local port=$1
+  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
+  echo "$port"
+}
+
+# Whether pid $1 is gone (a zombie waiting to be reaped counts as gone).
+pmap_pid_gone() {
+  local state
+  [ -r "/proc/$1/stat" ] || return 0
+  state=$(sed -E 's/^[0-9]+ \(.*\) ([A-Z]).*/\1/' "/proc/$1/stat" 2>/dev/null) || return 0
+  [ "$state" = Z ]
+}
+
+# Signals pid $1 with $2 and waits up to $3 seconds for it to go; then KILL.
+pmap_stop_pid() {
+  local pid=$1 sig=$2 wait=$3 i
+  kill "-$sig" "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < wait * 10; i++)); do
+    pmap_pid_gone "$pid" && return 0
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+pmap_svc_make_dir() {
+  [ -n "$pmap_svc_dir" ] && return 0
+  pmap_svc_dir=$(mktemp -d "${TMPDIR:-/tmp}/pmap-svc.XXXXXX")
+  chmod 755 "$pmap_svc_dir"
+  # The postgres user must be able to reach it.
+  if ! runuser -u postgres -- test -x "$pmap_svc_dir"; then
+    echo "the postgres user cannot enter $pmap_svc_dir: set TMPDIR to a directory it can reach (e.g. /tmp)" >&2
+    return 1
+  fi
+}
+
+pmap_start_postgres() {
+  local bin port attempt data
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
+    echo "PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql)" >&2
+    return 1
+  fi
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "starting a throwaway PostgreSQL needs root (to run it as the postgres user);" \
+         "or set PMAP_TEST_PG to a conninfo of your own and run ctest" >&2
+    return 1
+  fi
+  pmap_svc_make_dir || return 1
+  mkdir -p "$pmap_svc_dir/pg"
+  chown postgres:postgres "$pmap_svc_dir/pg"
+  data=$pmap_svc_dir/pg/data
+  (cd / && runuser -u postgres -- "$bin/initdb" -D "$data" -U postgres --auth-local=trust \
+      --auth-host=scram-sha-256 --locale=C.UTF-8 -E UTF8 --no-sync --no-instructions \
+      >"$pmap_svc_dir/pg/initdb.log" 2>&1) || {
+    tail -20 "$pmap_svc_dir/pg/initdb.log" >&2; echo "initdb failed" >&2; return 1; }
+  cp "$data/postgresql.conf" "$data/postgresql.conf.orig"
+  port=$(pmap_free_port "${PMAP_PG_PORT:-55432}")
+  for attempt in 1 2 3 4 5; do
+    cp "$data/postgresql.conf.orig" "$data/postgresql.conf"
+    cat >>"$data/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$pmap_svc_dir/pg'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_connections = 200
+EOF
+    : >"$pmap_svc_dir/pg/postgres.log"
+    chown postgres:postgres "$pmap_svc_dir/pg/postgres.log"
+    if (cd / && runuser -u postgres -- "$bin/pg_ctl" -D "$data" -l "$pmap_svc_dir/pg/postgres.log" \
+          -w -t 60 start >/dev/null 2>&1); then
+      break
+    fi
+    if [ -n "${PMAP_PG_PORT:-}" ] || ! grep -q "already in use" "$pmap_svc_dir/pg/postgres.log"; then
+      tail -20 "$pmap_svc_dir/pg/postgres.log" >&2
+      echo "PostgreSQL did not start (log: $pmap_svc_dir/pg/postgres.log)" >&2
+      return 1
+    fi
+    port=$(pmap_free_port $((port + 1)))
+  done
+  "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$pmap_svc_dir/pg" -p "$port" -U postgres -d postgres \
+      -c "CREATE ROLE pmap LOGIN CREATEDB PASSWORD 'pmap'" \
+      -c "CREATE DATABASE pmap_test OWNER pmap" >/dev/null || {
+    echo "could not create the test role and database" >&2; return 1; }
+  export PMAP_TEST_PG="host=127.0.0.1 port=$port dbname=pmap_test user=pmap password=pmap connect_timeout=10"
+  export PMAP_TEST_PG_ADMIN="host=$pmap_svc_dir/pg port=$port dbname=pmap_test user=postgres"
+  # Restarts the server in place (the fault tests), as the postgres user.
+  export PMAP_TEST_PG_RESTART="cd / && runuser -u postgres -- $bin/pg_ctl -D $data -l $pmap_svc_dir/pg/postgres.log -w -t 60 -m fast restart >/dev/null"
+  pmap_svc_log "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port ($pmap_svc_dir/pg)"
+}
+
+pmap_stop_postgres() {
+  local data=$pmap_svc_dir/pg/data pid
+  [ -f "$data/postmaster.pid" ] || return 0
+  pid=$(head -1 "$data/postmaster.pid")
+  # INT is PostgreSQL's "fast" shutdown; QUIT then KILL if it hangs.
+  pmap_stop_pid "$pid" INT 20
+  pmap_pid_gone "$pid" || pmap_stop_pid "$pid" QUIT 5
+}
+
+# Stops every server this shell started and removes the temp dir. Safe to
+# call twice, and when nothing was started.
+pmap_stop_services() {
+  [ -n "$pmap_svc_dir" ] || return 0
+  pmap_stop_postgres
+  if [ "${PMAP_SVC_KEEP:-0}" = 1 ]; then
+    pmap_svc_log "kept $pmap_svc_dir"
+  else
+    rm -rf "$pmap_svc_dir"
+  fi
+  pmap_svc_dir=""
+}

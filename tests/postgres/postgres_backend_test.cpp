@@ -1,0 +1,272 @@
+// The PostgreSQL backend against a real server (PMAP_TEST_PG): URIs and
+// libpq keywords, messages without the password, a server that is down,
+// the schema check, conditional writes, and the connection broken (server
+// sessions terminated, the server restarted) while maps write.
+// The conformance suite and the SharedStore tests run on it too.
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <pmap/backends/postgres.hpp>
+#include <pmap/pmap.hpp>
+#include <thread>
+
+#include "../support/servers.hpp"
+#include "../support/test_backend.hpp"
+
+namespace {
+
+using pmap::Write;
+using Op = pmap::Write::Op;
+using Map = pmap::PersistentMap<std::string, std::string>;
+using namespace std::chrono_literals;
+
+// A plain libpq connection, to look at the server behind the backend's back.
+class Psql {
+ public:
+  explicit Psql(const std::string& conninfo) : c_(PQconnectdb(conninfo.c_str())) {
+    EXPECT_EQ(PQstatus(c_), CONNECTION_OK) << PQerrorMessage(c_);
+  }
+  ~Psql() { PQfinish(c_); }
+  // The first column of the first row ("" when none); fails the test on an error.
+  std::string one(const std::string& sql) {
+    PGresult* r = PQexec(c_, sql.c_str());
+    const auto status = PQresultStatus(r);
+    EXPECT_TRUE(status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK)
+        << sql << ": " << PQresultErrorMessage(r);
+    std::string out = status == PGRES_TUPLES_OK && PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "";
+    PQclear(r);
+    return out;
+  }
+
+ private:
+  PGconn* c_;
+};
+
+class Postgres : public ::testing::Test {
+ protected:
+  void SetUp() override { PMAP_NEED_POSTGRES(); }
+  std::string conninfo() const { return pmap_test::postgres_conninfo(); }
+};
+
+TEST_F(Postgres, KeysAndValuesAreBinarySafe) {
+  pmap::PostgresBackend b(conninfo(), {.table = pmap_test::unique_table("t")});
+  const std::string nul("n\0ul", 4), high("\xff\x00\x80", 3);
+  std::vector<Write> batch = {{Op::put, nul, high}, {Op::put, high, nul}, {Op::put, "", ""}};
+  b.write(batch);
+  EXPECT_EQ(b.get(nul), high);
+  EXPECT_EQ(b.get(high), nul);
+  EXPECT_EQ(b.get(""), "");
+  EXPECT_EQ(b.get("absent"), std::nullopt);
+}
+
+TEST_F(Postgres, UrisOpenTheTableAndPassLibpqKeywordsThrough) {
+  const std::string table = pmap_test::unique_table("uri");
+  // postgresql:// as the test helper builds it, then postgres:// with a
+  // keyword libpq must receive (application_name).
+  std::string uri = pmap_test::postgres_uri(table) + "&application_name=pmap-uri-test";
+  {
+    Map m{uri};
+    m.insert("k", "v").get();
+    Psql psql(conninfo());
+    EXPECT_EQ(psql.one("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                       "'pmap-uri-test'"),
+              "2")
+        << "the writer's and the watcher's connections";
+    EXPECT_EQ(psql.one("SELECT encode(value, 'escape') FROM \"" + table + "\""), "v");
+  }
+  uri.replace(0, std::string("postgresql").size(), "postgres");
+  Map again{uri};
+  EXPECT_EQ(again.get("k"), "v");
+}
+
+TEST_F(Postgres, MessagesAndDescribeNeverShowThePassword) {
+  const std::string secret = "s3cret-Pa55word";
+  const std::string table = pmap_test::unique_table("pw");
+  std::string uri = pmap_test::postgres_uri(table);
+  // The right password: describe() names user, host, port, database and table.
+  {
+    auto b = pmap::open_backend(uri);
+    const std::string d = b->describe();
+    EXPECT_EQ(d.rfind("postgres://pmap@", 0), 0u) << d;
+    EXPECT_NE(d.find("#" + table), std::string::npos) << d;
+    EXPECT_EQ(d.find(":pmap@"), std::string::npos) << d;
+  }
+  // A wrong one, in the URI and in a conninfo.
+  const auto at = uri.find('@');
+  uri.replace(uri.rfind(':', at) + 1, at - uri.rfind(':', at) - 1, secret);
+  try {
+    pmap::open_backend(uri);
+    ADD_FAILURE() << "a wrong password must be refused";
+  } catch (const pmap::Error& e) {
+    EXPECT_EQ(e.code(), pmap::Errc::io) << e.what();
+    EXPECT_EQ(std::string(e.what()).find(secret), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("password"), std::string::npos)
+        << "says what failed: " << e.what();
+  }
+  try {
+    pmap::open_backend(uri + "&no_such_keyword=1");
+    ADD_FAILURE() << "an unknown keyword must be refused";
+  } catch (const pmap::Error& e) {
+    EXPECT_EQ(e.code(), pmap::Errc::invalid_argument) << e.what();
+    EXPECT_NE(std::string(e.what()).find("no_such_keyword"), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).find(secret), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(Postgres, AServerThatIsDownIsAnIoErrorNamingHostAndPortWithinTheTimeout) {
+  // Port 1 on loopback: nothing listens there.
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    pmap::PostgresBackend b("host=127.0.0.1 port=1 dbname=x user=u password=hidden-pw");
+    ADD_FAILURE() << "no server there";
+  } catch (const pmap::Error& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(e.code(), pmap::Errc::io) << what;
+    EXPECT_NE(what.find("127.0.0.1"), std::string::npos) << what;
+    EXPECT_NE(what.find("port 1"), std::string::npos) << what;
+    EXPECT_EQ(what.find("hidden-pw"), std::string::npos) << what;
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
+}
+
+TEST_F(Postgres, ATableOfAnotherShapeIsRefusedAndLeftUnchanged) {
+  const std::string table = pmap_test::unique_table("shape");
+  Psql psql(conninfo());
+  psql.one("CREATE TABLE \"" + table + "\" (name text PRIMARY KEY, n integer)");
+  psql.one("INSERT INTO \"" + table + "\" VALUES ('a', 1)");
+  try {
+    pmap::PostgresBackend b(conninfo(), {.table = table});
+    ADD_FAILURE() << "a table of another shape must be refused";
+  } catch (const pmap::Error& e) {
+    EXPECT_EQ(e.code(), pmap::Errc::invalid_argument) << e.what();
+    EXPECT_NE(std::string(e.what()).find("name text, n integer"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(psql.one("SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute WHERE "
+                     "attrelid = '\"" +
+                     table + "\"'::regclass AND attnum > 0"),
+            "name,n");
+  EXPECT_EQ(psql.one("SELECT n FROM \"" + table + "\""), "1");
+  for (const std::string& bad :
+       std::vector<std::string>{"pmap_log_x", "1abc", "a-b", "a\"b", std::string(60, 'a')}) {
+    try {
+      pmap::PostgresBackend b(conninfo(), {.table = bad});
+      ADD_FAILURE() << bad << " must be refused";
+    } catch (const pmap::Error& e) {
+      EXPECT_EQ(e.code(), pmap::Errc::invalid_argument) << e.what();
+    }
+  }
+}
+
+TEST_F(Postgres, AConditionalWriteAppliesOnlyOnTheValueItExpects) {
+  pmap::PostgresBackend b(conninfo(), {.table = pmap_test::unique_table("cas")});
+  std::vector<Write> setup = {{Op::put, "a", "1"}, {Op::put, "b", "1"}};
+  b.write(setup);
+  std::vector<Write> batch = {{Op::put, "a", "2"},  // expects 1: applies
+                              {Op::put, "b", "2"},  // expects 0: conflicts (b holds 1)
+                              {Op::put, "c", "2"},  // expects absent: applies
+                              {Op::put, "d", "x"}};
+  std::vector<pmap::Backend::Expect> expect = {{0, "1"}, {1, "0"}, {2, std::nullopt}};
+  std::vector<pmap::Backend::Conflict> conflicts;
+  b.commit_shared(batch, expect, 7, conflicts);
+  ASSERT_EQ(conflicts.size(), 1u);
+  EXPECT_EQ(conflicts[0].index, 1u);
+  EXPECT_EQ(conflicts[0].stored, "1");
+  EXPECT_EQ(b.get("a"), "2");
+  EXPECT_EQ(b.get("b"), "1");
+  EXPECT_EQ(b.get("c"), "2");
+  EXPECT_EQ(b.get("d"), "x");
+}
+
+// Counts, across server sessions ended under it, and checks the store holds
+// exactly what the futures said: every acked insert, and each counter equal
+// to the updates whose futures succeeded (none applied twice, none that
+// committed reported failed).
+void write_through_faults(const std::string& uri, const std::function<void()>& fault) {
+  pmap_test::Reports reports;
+  Map map{uri, reports.options()};
+  std::atomic<bool> stop{false};
+  std::atomic<long> acked{0}, failed{0}, counted{0};
+  std::vector<std::thread> writers;
+  for (int t = 0; t < 4; ++t) {
+    writers.emplace_back([&, t] {
+      for (long i = 0; !stop; ++i) {
+        auto insert = map.insert("k" + std::to_string(t) + "_" + std::to_string(i), "v");
+        auto update = map.update("n", [](std::optional<std::string>& v) {
+          v = std::to_string(v ? std::stol(*v) + 1 : 1);
+        });
+        try {
+          insert.get();
+          ++acked;
+        } catch (const pmap::Error& e) {
+          EXPECT_EQ(e.code(), pmap::Errc::io) << e.what();
+          ++failed;
+          map.erase("k" + std::to_string(t) + "_" + std::to_string(i));  // not acked: forget it
+        }
+        try {
+          update.get();
+          ++counted;
+        } catch (const pmap::Error& e) {
+          EXPECT_EQ(e.code(), pmap::Errc::io) << e.what();
+        }
+      }
+    });
+  }
+  while (acked < 300) std::this_thread::yield();
+  fault();
+  const long after_fault = acked;
+  while (acked < after_fault + 300) std::this_thread::yield();  // the map carries on
+  stop = true;
+  for (auto& w : writers) w.join();
+  auto store = pmap::open_backend(uri);
+  EXPECT_EQ(store->get("n"), std::to_string(counted.load()))
+      << "each counted update applied once, and none that applied reported failed";
+  long present = 0;
+  store->scan([&](std::string_view k, std::string_view) { present += k[0] == 'k'; });
+  EXPECT_EQ(present, acked.load()) << "every acked insert is there (failed ones were erased)";
+  // The cache converges to the store once the watcher reconnected.
+  bool refreshed = false;
+  for (int i = 0; i < 100 && !refreshed; ++i) {
+    try {
+      map.refresh().get();
+      refreshed = true;
+    } catch (const pmap::Error&) {
+      std::this_thread::sleep_for(100ms);
+    }
+  }
+  ASSERT_TRUE(refreshed);
+  EXPECT_EQ(map.get("n"), store->get("n"));
+  std::printf("acked %ld, failed %ld, counted %ld, %zu reports\n", acked.load(), failed.load(),
+              counted.load(), reports.count());
+}
+
+TEST_F(Postgres, EndingTheServerSessionsMidRunLosesNothingAndAppliesNothingTwice) {
+  const std::string uri = pmap_test::postgres_uri(pmap_test::unique_table("term"));
+  write_through_faults(uri, [&] {
+    Psql psql(conninfo());
+    long ended = 0;
+    for (int i = 0; i < 5; ++i) {
+      // Every session of the map (writer and watcher), at a random point of its work.
+      ended +=
+          std::stol(psql.one("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                             "datname = current_database() AND pid <> pg_backend_pid() AND "
+                             "application_name = 'persistent-map'"));
+      std::this_thread::sleep_for(20ms);
+    }
+    EXPECT_GE(ended, 2) << "the writer's and the watcher's sessions, at least once";
+  });
+}
+
+TEST_F(Postgres, RestartingTheServerMidRunLosesNothingAndAppliesNothingTwice) {
+  const std::string restart = pmap_test::env_or_empty("PMAP_TEST_PG_RESTART");
+  if (restart.empty()) {
+    if (pmap_test::server_required("pg")) FAIL() << "PMAP_TEST_PG_RESTART is unset";
+    GTEST_SKIP() << "PMAP_TEST_PG_RESTART (a shell command restarting the server) is unset";
+  }
+  const std::string uri = pmap_test::postgres_uri(pmap_test::unique_table("restart"));
+  write_through_faults(uri, [&] { ASSERT_EQ(std::system(restart.c_str()), 0) << restart; });
+}
+
+}  // namespace
