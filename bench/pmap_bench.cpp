@@ -12,7 +12,8 @@
 // --tsv    also write the rows as tab-separated values (for BENCHMARKS.md
 //          and the plots)
 // --only   run only the workloads whose name contains NAME (bulk-sequential,
-//          bulk-random, awaited, reads-mixed, load, memory, csv, shared)
+//          bulk-random, awaited, reads-mixed, load, memory, csv, shared,
+//          postgres: needs a server, PMAP_BENCH_PG or PMAP_TEST_PG)
 // --threads  inserting threads of the bulk workload (default 8)
 //
 // Each workload runs in a child process of its own, after a sync().
@@ -23,6 +24,11 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <sqlite3.h>
+#ifdef PMAP_BENCH_POSTGRES
+#include <libpq-fe.h>
+
+#include <pmap/backends/postgres.hpp>
+#endif
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -36,6 +42,7 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <pmap/pmap.hpp>
 #include <random>
@@ -638,6 +645,119 @@ std::string shared_uri(const std::filesystem::path& path) {
   return "sqlite:" + path.string() + "?mode=shared";
 }
 
+// Propagation: a child process watches; this one writes, each write
+// awaited, its value the time it was issued.
+void propagation(const std::string& workload, const std::string& uri) {
+  {
+    { Map create{uri}; }
+    const std::size_t writes = cfg.quick ? 50 : 500;
+    int ready[2], out[2];
+    if (pipe(ready) != 0 || pipe(out) != 0) throw std::runtime_error("pipe failed");
+    const pid_t child = fork_child(out[1], [&](int fd) {
+      close(ready[0]);
+      close(out[0]);
+      Map map{uri};
+      std::mutex mu;
+      std::condition_variable cv;
+      std::vector<double> delays;
+      bool stop = false;
+      auto sub = map.watch([&](const pmap::Change<std::string, std::string>& c) {
+        if (c.origin != pmap::Origin::remote || c.kind != pmap::ChangeKind::put) return;
+        std::lock_guard lock(mu);
+        if (c.key == "stop")
+          stop = true;
+        else
+          delays.push_back(static_cast<double>(now_ns() - std::stoll(*c.value)) / 1e6);
+        cv.notify_all();
+      });
+      write_all(ready[1], "r");
+      close(ready[1]);
+      std::unique_lock lock(mu);
+      cv.wait_for(lock, std::chrono::seconds(120), [&] { return stop; });
+      char line[128];
+      std::snprintf(line, sizeof line, "%.3f %.3f %zu", percentile(delays, 0.5),
+                    percentile(delays, 0.99), delays.size());
+      write_all(fd, line);
+    });
+    close(ready[1]);
+    close(out[1]);
+    read_all(ready[0]);  // the child's map is open and watching
+    std::vector<double> commit_ms;
+    {
+      Map map{uri};
+      for (std::size_t i = 0; i < writes; ++i) {
+        const auto s = Clock::now();
+        map.insert("p" + std::to_string(i), std::to_string(now_ns())).get();
+        commit_ms.push_back(seconds_since(s) * 1e3);
+      }
+      map.insert("stop", "0").get();
+    }
+    std::istringstream result(read_all(out[0]));
+    waitpid(child, nullptr, 0);
+    double p50 = 0, p99 = 0;
+    std::size_t seen = 0;
+    result >> p50 >> p99 >> seen;
+    char extra[160];
+    std::snprintf(extra, sizeof extra,
+                  "p50 %.2f ms; %zu of %zu writes seen; baseline: p99 of the awaited write itself",
+                  p50, seen, writes);
+    report({workload, "propagation p99, 2 procs", "ms", p99, percentile(commit_ms, 0.99),
+            "awaited local commit p99", "p99 < 50 ms", extra});
+  }
+}
+
+// Counters: 4 processes x M update() increments of 10 keys on fresh_uri(),
+// against one process doing all of them on single_uri.
+void counters(const std::string& workload, const std::function<std::string()>& fresh_uri,
+              const std::string& single_uri, const std::string& single_name) {
+  {
+    const long m = cfg.quick ? 200 : 2500;
+    const auto run = [&](const std::string& uri, int procs, long per_proc) {
+      std::vector<pid_t> pids;
+      std::vector<int> fds;
+      const auto start = Clock::now();
+      for (int p = 0; p < procs; ++p) {
+        int fd[2];
+        if (pipe(fd) != 0) throw std::runtime_error("pipe failed");
+        pids.push_back(fork_child(fd[1], [&](int out) {
+          close(fd[0]);
+          Map map{uri};
+          std::atomic<long> attempts{0};
+          std::vector<pmap::Future<std::optional<std::string>>> futures;
+          for (long i = 0; i < per_proc; ++i)
+            futures.push_back(
+                map.update("c" + std::to_string(i % 10), [&](std::optional<std::string>& v) {
+                  ++attempts;
+                  v = std::to_string(v ? std::stol(*v) + 1 : 1);
+                }));
+          for (auto& f : futures) f.get();
+          write_all(out, std::to_string(attempts.load()));
+        }));
+        close(fd[1]);
+        fds.push_back(fd[0]);
+      }
+      long attempts = 0;
+      for (int fd : fds) attempts += std::stol("0" + read_all(fd));
+      for (pid_t pid : pids) waitpid(pid, nullptr, 0);
+      const double rate = static_cast<double>(procs * per_proc) / seconds_since(start);
+      return std::pair{rate, static_cast<double>(attempts) / static_cast<double>(procs * per_proc)};
+    };
+    double shared = 0, single = 0, attempts = 0;
+    for (int r = 0; r < cfg.reps; ++r) {
+      const auto [rate, per_update] = run(fresh_uri(), 4, m);
+      if (rate > shared) {
+        shared = rate;
+        attempts = per_update;
+      }
+      single = std::max(single, run(single_uri, 1, 4 * m).first);
+    }
+    char extra[160];
+    std::snprintf(extra, sizeof extra, "%.2f conflicts retried per update", attempts - 1);
+    report({workload, "4 procs x update counters", "ops/s", shared, single, single_name, "report",
+            extra});
+  }
+}
+
 // Shared mode against exclusive mode, in the same run: bulk and awaited
 // writes, cached reads; then what only shared mode does: propagation
 // between two processes, and four processes updating counters.
@@ -699,115 +819,205 @@ void shared_store() {
   report({"shared mode", "get, 4 threads", "ops/s", reads[1], reads[0], "exclusive mode",
           ">= 0.95x", ""});
 
-  // Propagation: a child process watches; this one writes, each write
-  // awaited, its value the time it was issued.
-  {
-    const std::string uri = shared_uri(fresh("propagation.db"));
-    { Map create{uri}; }
-    const std::size_t writes = cfg.quick ? 50 : 500;
-    int ready[2], out[2];
-    if (pipe(ready) != 0 || pipe(out) != 0) throw std::runtime_error("pipe failed");
-    const pid_t child = fork_child(out[1], [&](int fd) {
-      close(ready[0]);
-      close(out[0]);
-      Map map{uri};
-      std::mutex mu;
-      std::condition_variable cv;
-      std::vector<double> delays;
-      bool stop = false;
-      auto sub = map.watch([&](const pmap::Change<std::string, std::string>& c) {
-        if (c.origin != pmap::Origin::remote || c.kind != pmap::ChangeKind::put) return;
-        std::lock_guard lock(mu);
-        if (c.key == "stop")
-          stop = true;
-        else
-          delays.push_back(static_cast<double>(now_ns() - std::stoll(*c.value)) / 1e6);
-        cv.notify_all();
-      });
-      write_all(ready[1], "r");
-      close(ready[1]);
-      std::unique_lock lock(mu);
-      cv.wait_for(lock, std::chrono::seconds(120), [&] { return stop; });
-      char line[128];
-      std::snprintf(line, sizeof line, "%.3f %.3f %zu", percentile(delays, 0.5),
-                    percentile(delays, 0.99), delays.size());
-      write_all(fd, line);
-    });
-    close(ready[1]);
-    close(out[1]);
-    read_all(ready[0]);  // the child's map is open and watching
-    std::vector<double> commit_ms;
-    {
-      Map map{uri};
-      for (std::size_t i = 0; i < writes; ++i) {
-        const auto s = Clock::now();
-        map.insert("p" + std::to_string(i), std::to_string(now_ns())).get();
-        commit_ms.push_back(seconds_since(s) * 1e3);
+  propagation("shared mode", shared_uri(fresh("propagation.db")));
+  counters(
+      "shared mode", [] { return shared_uri(fresh("counters.db")); },
+      "sqlite:" + fresh("counters1.db").string(), "1 process, exclusive, same updates");
+}
+
+#ifdef PMAP_BENCH_POSTGRES
+// ---- 8. PostgreSQL ------------------------------------------------------------------
+
+// Raw libpq on its own table of the same server: the baselines.
+class RawPg {
+ public:
+  RawPg(const std::string& conninfo, const std::string& table) : c_(PQconnectdb(conninfo.c_str())) {
+    if (PQstatus(c_) != CONNECTION_OK) throw std::runtime_error(PQerrorMessage(c_));
+    exec("CREATE TABLE \"" + table + "\" (key bytea PRIMARY KEY, value bytea NOT NULL)");
+    prepare("up", "INSERT INTO \"" + table +
+                      "\" VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value");
+    prepare("get", "SELECT value FROM \"" + table + "\" WHERE key = $1");
+  }
+  ~RawPg() { PQfinish(c_); }
+  void exec(const std::string& sql) {
+    PGresult* r = PQexec(c_, sql.c_str());
+    const bool ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+    PQclear(r);
+    if (!ok) throw std::runtime_error(sql + ": " + PQerrorMessage(c_));
+  }
+  // One upsert, one round trip, its own transaction.
+  void put(const std::string& k, const std::string& v) {
+    finish(PQexecPrepared(c_, "up", 2, values(k, v), lengths(k, v), kBinary, 1));
+  }
+  bool get(const std::string& k) {
+    PGresult* r = PQexecPrepared(c_, "get", 1, values(k, k), lengths(k, k), kBinary, 1);
+    const bool found = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    PQclear(r);
+    return found;
+  }
+  // Upserts every entry of d, per_txn to a transaction, each transaction's
+  // statements pipelined (one round trip); returns writes per second.
+  double put_batched(const Data& d, std::size_t per_txn) {
+    const auto start = Clock::now();
+    for (std::size_t i = 0; i < d.keys.size(); i += per_txn) {
+      PQenterPipelineMode(c_);
+      PQsendQueryParams(c_, "BEGIN", 0, nullptr, nullptr, nullptr, nullptr, 0);
+      const std::size_t end = std::min(d.keys.size(), i + per_txn);
+      for (std::size_t j = i; j < end; ++j)
+        PQsendQueryPrepared(c_, "up", 2, values(d.keys[j], d.values[j]),
+                            lengths(d.keys[j], d.values[j]), kBinary, 1);
+      PQsendQueryParams(c_, "COMMIT", 0, nullptr, nullptr, nullptr, nullptr, 0);
+      PQpipelineSync(c_);
+      for (std::size_t r = 0; r < end - i + 2; ++r) {
+        finish(PQgetResult(c_));
+        while (PGresult* rest = PQgetResult(c_)) PQclear(rest);
       }
-      map.insert("stop", "0").get();
+      PGresult* sync = PQgetResult(c_);
+      PQclear(sync);
+      PQexitPipelineMode(c_);
     }
-    std::istringstream result(read_all(out[0]));
-    waitpid(child, nullptr, 0);
-    double p50 = 0, p99 = 0;
-    std::size_t seen = 0;
-    result >> p50 >> p99 >> seen;
-    char extra[160];
-    std::snprintf(extra, sizeof extra,
-                  "p50 %.2f ms; %zu of %zu writes seen; baseline: p99 of the awaited write itself",
-                  p50, seen, writes);
-    report({"shared mode", "propagation p99, 2 procs", "ms", p99, percentile(commit_ms, 0.99),
-            "awaited local commit p99", "p99 < 50 ms", extra});
+    return static_cast<double>(d.keys.size()) / seconds_since(start);
   }
 
-  // Counters: 4 processes x M update() increments of 10 keys, against one
-  // process doing all of them on an exclusive store.
-  {
-    const long m = cfg.quick ? 200 : 2500;
-    const auto run = [&](const std::string& uri, int procs, long per_proc) {
-      std::vector<pid_t> pids;
-      std::vector<int> fds;
-      const auto start = Clock::now();
-      for (int p = 0; p < procs; ++p) {
-        int fd[2];
-        if (pipe(fd) != 0) throw std::runtime_error("pipe failed");
-        pids.push_back(fork_child(fd[1], [&](int out) {
-          close(fd[0]);
-          Map map{uri};
-          std::atomic<long> attempts{0};
-          std::vector<pmap::Future<std::optional<std::string>>> futures;
-          for (long i = 0; i < per_proc; ++i)
-            futures.push_back(
-                map.update("c" + std::to_string(i % 10), [&](std::optional<std::string>& v) {
-                  ++attempts;
-                  v = std::to_string(v ? std::stol(*v) + 1 : 1);
-                }));
-          for (auto& f : futures) f.get();
-          write_all(out, std::to_string(attempts.load()));
-        }));
-        close(fd[1]);
-        fds.push_back(fd[0]);
-      }
-      long attempts = 0;
-      for (int fd : fds) attempts += std::stol("0" + read_all(fd));
-      for (pid_t pid : pids) waitpid(pid, nullptr, 0);
-      const double rate = static_cast<double>(procs * per_proc) / seconds_since(start);
-      return std::pair{rate, static_cast<double>(attempts) / static_cast<double>(procs * per_proc)};
-    };
-    double shared = 0, single = 0, attempts = 0;
-    for (int r = 0; r < cfg.reps; ++r) {
-      const auto [rate, per_update] = run(shared_uri(fresh("counters.db")), 4, m);
-      if (rate > shared) {
-        shared = rate;
-        attempts = per_update;
-      }
-      single = std::max(single, run("sqlite:" + fresh("counters1.db").string(), 1, 4 * m).first);
-    }
-    char extra[160];
-    std::snprintf(extra, sizeof extra, "%.2f conflicts retried per update", attempts - 1);
-    report({"shared mode", "4 procs x update counters", "ops/s", shared, single,
-            "1 process, exclusive, same updates", "report", extra});
+ private:
+  static constexpr int kBinary[2] = {1, 1};
+  void prepare(const char* name, const std::string& sql) {
+    finish(PQprepare(c_, name, sql.c_str(), 0, nullptr));
   }
+  void finish(PGresult* r) {
+    const auto st = PQresultStatus(r);
+    PQclear(r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+      throw std::runtime_error(PQerrorMessage(c_));
+  }
+  const char* const* values(const std::string& a, const std::string& b) {
+    v_[0] = a.data();
+    v_[1] = b.data();
+    return v_;
+  }
+  const int* lengths(const std::string& a, const std::string& b) {
+    l_[0] = static_cast<int>(a.size());
+    l_[1] = static_cast<int>(b.size());
+    return l_;
+  }
+  PGconn* c_;
+  const char* v_[2] = {};
+  int l_[2] = {};
+};
+
+// The server: PMAP_BENCH_PG, else PMAP_TEST_PG (./scripts/bench.sh and
+// ./scripts/test.sh start a throwaway one), as "host=H port=P dbname=D
+// user=U password=W".
+std::string pg_conninfo() {
+  for (const char* name : {"PMAP_BENCH_PG", "PMAP_TEST_PG"})
+    if (const char* v = std::getenv(name); v && *v) return v;
+  return "";
 }
+
+// The same as a URI, for the processes that open a map by URI.
+std::string pg_uri(const std::string& table) {
+  std::map<std::string, std::string> kv;
+  std::istringstream in(pg_conninfo());
+  for (std::string pair; in >> pair;)
+    kv[pair.substr(0, pair.find('='))] = pair.substr(pair.find('=') + 1);
+  return "postgresql://" + kv["user"] + ":" + kv["password"] + "@" + kv["host"] + ":" + kv["port"] +
+         "/" + kv["dbname"] + "?table=" + table;
+}
+
+// The PostgreSQL backend beside raw libpq doing the same work on the same
+// server: bulk writes, awaited writes, reads; then propagation and counters
+// between processes. Its tables are dropped at the end.
+void postgres_store() {
+  const std::string conninfo = pg_conninfo();
+  if (conninfo.empty()) {
+    std::printf(
+        "postgres: skipped (no server: set PMAP_BENCH_PG or PMAP_TEST_PG to a libpq conninfo)\n");
+    return;
+  }
+  std::vector<std::string> tables;
+  const auto fresh_table = [&] {
+    tables.push_back("bench_" + std::to_string(getpid()) + "_" + std::to_string(tables.size()));
+    return tables.back();
+  };
+  const auto open = [&] { return Map{pmap::PostgresBackend(conninfo, {.table = fresh_table()})}; };
+  const Data d = make_data(cfg.n, true);
+  // Bulk: 8 threads, one flush; raw: pipelined upserts, a transaction per 1,000.
+  double bulk = 0, raw_bulk = 0;
+  for (int r = 0; r < cfg.reps; ++r) {
+    {
+      Map map = open();
+      const auto start = Clock::now();
+      std::vector<std::thread> threads;
+      for (std::size_t t = 0; t < 8; ++t)
+        threads.emplace_back([&, t] {
+          for (std::size_t i = t; i < d.keys.size(); i += 8) map.insert(d.keys[i], d.values[i]);
+        });
+      for (auto& th : threads) th.join();
+      map.flush().get();
+      bulk = std::max(bulk, static_cast<double>(cfg.n) / seconds_since(start));
+    }
+    raw_bulk = std::max(raw_bulk, RawPg(conninfo, fresh_table()).put_batched(d, 1000));
+  }
+  report({"postgres", "bulk, 8 threads", "ops/s", bulk, raw_bulk,
+          "raw libpq, pipelined upserts, 1 txn per 1,000", ">= 0.8x", ""});
+  // Awaited: 64 threads, each write awaited; raw: one upsert per commit.
+  const std::size_t per_thread = cfg.quick ? 10 : 60;
+  double awaited = 0, raw_awaited = 0;
+  for (int r = 0; r < cfg.reps; ++r) {
+    Map map = open();
+    awaited = std::max(awaited, threaded_ops(64, per_thread, [&](std::size_t t, std::size_t ops) {
+                         for (std::size_t i = 0; i < ops; ++i) {
+                           const std::size_t k = (t * ops + i) % d.keys.size();
+                           map.insert(d.keys[k], d.values[k]).get();
+                         }
+                       }));
+    RawPg raw(conninfo, fresh_table());
+    const auto start = Clock::now();
+    const std::size_t ops = std::min<std::size_t>(64 * per_thread, d.keys.size());
+    for (std::size_t i = 0; i < ops; ++i) raw.put(d.keys[i], d.values[i]);
+    raw_awaited = std::max(raw_awaited, static_cast<double>(ops) / seconds_since(start));
+  }
+  report({"postgres", "awaited, 64 threads", "ops/s", awaited, raw_awaited,
+          "raw libpq, one upsert per commit", ">= 10x", ""});
+  // get(): 4 threads from the cache; raw: a SELECT round trip each.
+  {
+    const std::size_t gets = cfg.quick ? 20000 : 1000000;
+    const auto idx = random_indices(gets, cfg.n, 11);
+    Map map = open();
+    for (std::size_t i = 0; i < cfg.n; ++i) map.insert(d.keys[i], d.values[i]);
+    map.flush().get();
+    RawPg raw(conninfo, fresh_table());
+    raw.put_batched(d, 1000);
+    double reads = 0, raw_reads = 0;
+    for (int r = 0; r < cfg.reps; ++r) {
+      reads = std::max(reads, threaded_ops(4, gets / 4, [&](std::size_t t, std::size_t ops) {
+                         std::size_t found = 0;
+                         for (std::size_t i = 0; i < ops; ++i)
+                           found += map.get(d.keys[idx[t * ops + i]]).has_value();
+                         if (found != ops) std::abort();
+                       }));
+      const std::size_t raw_ops = cfg.quick ? 200 : 5000;
+      const auto start = Clock::now();
+      for (std::size_t i = 0; i < raw_ops; ++i)
+        if (!raw.get(d.keys[idx[i]])) std::abort();
+      raw_reads = std::max(raw_reads, static_cast<double>(raw_ops) / seconds_since(start));
+    }
+    report({"postgres", "get, 4 threads", "ops/s", reads, raw_reads,
+            "raw libpq SELECT round trip, 1 connection", "report", ""});
+  }
+  propagation("postgres", pg_uri(fresh_table()));
+  counters(
+      "postgres", [&] { return pg_uri(fresh_table()); }, pg_uri(fresh_table()),
+      "1 process, same updates, same server");
+  // Tidy up the tables this run made.
+  PGconn* c = PQconnectdb(conninfo.c_str());
+  PQclear(PQexec(c, "SET client_min_messages = warning"));
+  for (const auto& t : tables) {
+    PQclear(PQexec(c, ("DROP TABLE IF EXISTS \"" + t + "\", \"pmap_log_" + t + "\"").c_str()));
+  }
+  PQfinish(c);
+}
+#endif
 
 // Runs a workload in a child process, so that each starts from a fresh heap
 // rather than from what the previous workloads left (in one process, gets
@@ -858,7 +1068,7 @@ int main(int argc, char** argv) try {
       std::fprintf(stderr,
                    "usage: %s [--n N] [--reps R] [--quick] [--dir DIR] [--tsv FILE] [--only NAME]"
                    " [--threads T]\n"
-                   "  NAME: part of bulk, awaited, reads, load, memory, csv, shared\n"
+                   "  NAME: part of bulk, awaited, reads, load, memory, csv, shared, postgres\n"
                    "  T: inserting threads of the bulk workload (default 8)\n",
                    argv[0]);
       return 2;
@@ -886,6 +1096,9 @@ int main(int argc, char** argv) try {
       {"memory", memory_per_entry},
       {"csv", csv_writes_and_load},
       {"shared", shared_store},
+#ifdef PMAP_BENCH_POSTGRES
+      {"postgres", postgres_store},
+#endif
   };
   for (const auto& [name, run] : workloads) {
     if (std::string_view(name).find(cfg.only) == std::string_view::npos) continue;

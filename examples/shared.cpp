@@ -2,6 +2,11 @@
 //
 //   for i in 1 2 3 4; do build/release/examples/pmap_shared shared.db 1000 & done; wait
 //
+// on a SQLite file in shared mode, or on a PostgreSQL table (processes on
+// any machines that reach the server):
+//
+//   build/release/examples/pmap_shared 'postgres://app:pw@db:5432/app?table=counters' 1000
+//
 // Each process adds 1000 to one counter with update() and watches what the
 // others do; the counter ends at exactly 1000 times the number of processes.
 #include <atomic>
@@ -11,10 +16,11 @@
 #include <vector>
 
 int main(int argc, char** argv) {
-  const std::string path = argc > 1 ? argv[1] : "shared.db";
+  const std::string store = argc > 1 ? argv[1] : "shared.db";  // a file, or a server's URI
   const long n = argc > 2 ? std::stol(argv[2]) : 1000;
+  const bool server = store.find("://") != std::string::npos;
 
-  pmap::PersistentMap<std::string, long> map{"sqlite:" + path + "?mode=shared"};
+  pmap::PersistentMap<std::string, long> map{server ? store : "sqlite:" + store + "?mode=shared"};
 
   std::atomic<long> remote{0};
   auto sub = map.watch([&](const pmap::Change<std::string, long>& c) {

@@ -26,6 +26,25 @@ quiet cmake --build "$work/by-subdir" -j2
 out=$("$work/by-subdir/consumer" "$work/b.db")
 echo "add_subdirectory consumer: $out"
 [ "$out" = "answer=42" ]
+# The optional PostgreSQL component, both ways, when this machine builds it.
+if grep -q "pmapPostgresTargets" "$work/pmap/cmake_install.cmake" 2>/dev/null ||
+   test -f "$work/prefix/lib/cmake/pmap/pmapPostgresTargets.cmake" ||
+   test -f "$work/prefix/lib64/cmake/pmap/pmapPostgresTargets.cmake"; then
+  quiet cmake -S "$src/tests/install/consumer" -B "$work/pg-package" -DWITH_POSTGRES=ON \
+    -DCMAKE_PREFIX_PATH="$work/prefix"
+  quiet cmake --build "$work/pg-package" -j2
+  out=$("$work/pg-package/consumer_pg")
+  echo "find_package(pmap COMPONENTS postgres) consumer: $out"
+  [ "$out" = "postgres=registered" ]
+  quiet cmake -S "$src/tests/install/consumer" -B "$work/pg-subdir" -DWITH_POSTGRES=ON \
+    -DPMAP_SOURCE_DIR="$src"
+  quiet cmake --build "$work/pg-subdir" -j2
+  out=$("$work/pg-subdir/consumer_pg")
+  echo "add_subdirectory pmap::postgres consumer: $out"
+  [ "$out" = "postgres=registered" ]
+else
+  echo "pmap::postgres not built here (no libpq): its consumer is not tested"
+fi
 # As a subproject, pmap must not build its tests or examples.
 ! test -e "$work/by-subdir/pmap/tests"
 ! test -e "$work/by-subdir/pmap/examples"

@@ -243,7 +243,9 @@ void write_through_faults(const std::string& uri, const std::function<void()>& f
 }
 
 TEST_F(Postgres, EndingTheServerSessionsMidRunLosesNothingAndAppliesNothingTwice) {
-  const std::string uri = pmap_test::postgres_uri(pmap_test::unique_table("term"));
+  // Its sessions carry a name of their own: other tests' run beside it.
+  const std::string table = pmap_test::unique_table("term");
+  const std::string uri = pmap_test::postgres_uri(table) + "&application_name=" + table;
   write_through_faults(uri, [&] {
     Psql psql(conninfo());
     long ended = 0;
@@ -252,7 +254,8 @@ TEST_F(Postgres, EndingTheServerSessionsMidRunLosesNothingAndAppliesNothingTwice
       ended +=
           std::stol(psql.one("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
                              "datname = current_database() AND pid <> pg_backend_pid() AND "
-                             "application_name = 'persistent-map'"));
+                             "application_name = '" +
+                             table + "'"));
       std::this_thread::sleep_for(20ms);
     }
     EXPECT_GE(ended, 2) << "the writer's and the watcher's sessions, at least once";
