@@ -194,6 +194,20 @@ double best_of(F run, bool higher_is_better = true) {
   return best;
 }
 
+// Inserts every entry of d from `threads` threads (thread t the entries
+// t, t + threads, ...), then flushes: writes per second.
+double insert_all(Map& map, const Data& d, std::size_t threads) {
+  const auto start = Clock::now();
+  std::vector<std::thread> pool;
+  for (std::size_t t = 0; t < threads; ++t)
+    pool.emplace_back([&, t] {
+      for (std::size_t i = t; i < d.keys.size(); i += threads) map.insert(d.keys[i], d.values[i]);
+    });
+  for (auto& th : pool) th.join();
+  map.flush().get();
+  return static_cast<double>(d.keys.size()) / seconds_since(start);
+}
+
 // ---- 1. bulk durable writes -------------------------------------------------------
 
 void bulk_writes(bool random) {
@@ -202,16 +216,7 @@ void bulk_writes(bool random) {
   for (int r = 0; r < cfg.reps; ++r) {
     {
       Map map{pmap::SqliteBackend(fresh("bulk.db"))};
-      const auto start = Clock::now();
-      std::vector<std::thread> threads;
-      for (std::size_t t = 0; t < cfg.bulk_threads; ++t)
-        threads.emplace_back([&, t] {
-          for (std::size_t i = t; i < d.keys.size(); i += cfg.bulk_threads)
-            map.insert(d.keys[i], d.values[i]);
-        });
-      for (auto& th : threads) th.join();
-      map.flush().get();
-      ours = std::max(ours, static_cast<double>(cfg.n) / seconds_since(start));
+      ours = std::max(ours, insert_all(map, d, cfg.bulk_threads));
     }
     RawDb db(fresh("raw.db"), "WAL");
     raw = std::max(raw, db.put_batched(d, cfg.n, 1000));
@@ -324,6 +329,25 @@ double threaded_ops(std::size_t threads, std::size_t ops_per_thread, F op) {
   go = true;
   for (auto& th : pool) th.join();
   return static_cast<double>(threads * ops_per_thread) / seconds_since(start);
+}
+
+// 64 threads, per_thread inserts each, every one awaited: writes per second.
+double awaited_inserts(Map& map, const Data& d, std::size_t per_thread) {
+  return threaded_ops(64, per_thread, [&](std::size_t t, std::size_t ops) {
+    for (std::size_t i = 0; i < ops; ++i) {
+      const std::size_t k = (t * ops + i) % d.keys.size();
+      map.insert(d.keys[k], d.values[k]).get();
+    }
+  });
+}
+
+// 4 threads get() the keys idx names (all present): reads per second.
+double cached_gets(const Map& map, const Data& d, const std::vector<std::size_t>& idx) {
+  return threaded_ops(4, idx.size() / 4, [&](std::size_t t, std::size_t ops) {
+    std::size_t found = 0;
+    for (std::size_t i = 0; i < ops; ++i) found += map.get(d.keys[idx[t * ops + i]]).has_value();
+    if (found != ops) std::abort();
+  });
 }
 
 void reads_and_mixed() {
@@ -771,15 +795,7 @@ void shared_store() {
   for (int r = 0; r < cfg.reps; ++r)
     for (int shared : {1, 0}) {
       Map map = open("bulk.db", shared);
-      const auto start = Clock::now();
-      std::vector<std::thread> threads;
-      for (std::size_t t = 0; t < 8; ++t)
-        threads.emplace_back([&, t] {
-          for (std::size_t i = t; i < d.keys.size(); i += 8) map.insert(d.keys[i], d.values[i]);
-        });
-      for (auto& th : threads) th.join();
-      map.flush().get();
-      bulk[shared] = std::max(bulk[shared], static_cast<double>(cfg.n) / seconds_since(start));
+      bulk[shared] = std::max(bulk[shared], insert_all(map, d, 8));
     }
   report({"shared mode", "bulk, 8 threads", "ops/s", bulk[1], bulk[0], "exclusive mode", ">= 0.8x",
           ""});
@@ -789,13 +805,7 @@ void shared_store() {
   for (int r = 0; r < cfg.reps; ++r)
     for (int shared : {1, 0}) {
       Map map = open("awaited.db", shared);
-      const double rate = threaded_ops(64, per_thread, [&](std::size_t t, std::size_t ops) {
-        for (std::size_t i = 0; i < ops; ++i) {
-          const std::size_t k = (t * ops + i) % d.keys.size();
-          map.insert(d.keys[k], d.values[k]).get();
-        }
-      });
-      awaited[shared] = std::max(awaited[shared], rate);
+      awaited[shared] = std::max(awaited[shared], awaited_inserts(map, d, per_thread));
     }
   report({"shared mode", "awaited, 64 threads", "ops/s", awaited[1], awaited[0], "exclusive mode",
           ">= 0.8x", ""});
@@ -805,16 +815,9 @@ void shared_store() {
   double reads[2] = {0, 0};
   for (int shared : {1, 0}) {
     Map map = open("reads.db", shared);
-    for (std::size_t i = 0; i < cfg.n; ++i) map.insert(d.keys[i], d.values[i]);
-    map.flush().get();
+    insert_all(map, d, 1);
     for (int r = 0; r < cfg.reps; ++r)
-      reads[shared] =
-          std::max(reads[shared], threaded_ops(4, gets / 4, [&](std::size_t t, std::size_t ops) {
-                     std::size_t found = 0;
-                     for (std::size_t i = 0; i < ops; ++i)
-                       found += map.get(d.keys[idx[t * ops + i]]).has_value();
-                     if (found != ops) std::abort();
-                   }));
+      reads[shared] = std::max(reads[shared], cached_gets(map, d, idx));
   }
   report({"shared mode", "get, 4 threads", "ops/s", reads[1], reads[0], "exclusive mode",
           ">= 0.95x", ""});
@@ -946,15 +949,7 @@ void postgres_store() {
   for (int r = 0; r < cfg.reps; ++r) {
     {
       Map map = open();
-      const auto start = Clock::now();
-      std::vector<std::thread> threads;
-      for (std::size_t t = 0; t < 8; ++t)
-        threads.emplace_back([&, t] {
-          for (std::size_t i = t; i < d.keys.size(); i += 8) map.insert(d.keys[i], d.values[i]);
-        });
-      for (auto& th : threads) th.join();
-      map.flush().get();
-      bulk = std::max(bulk, static_cast<double>(cfg.n) / seconds_since(start));
+      bulk = std::max(bulk, insert_all(map, d, 8));
     }
     raw_bulk = std::max(raw_bulk, RawPg(conninfo, fresh_table()).put_batched(d, 1000));
   }
@@ -965,12 +960,7 @@ void postgres_store() {
   double awaited = 0, raw_awaited = 0;
   for (int r = 0; r < cfg.reps; ++r) {
     Map map = open();
-    awaited = std::max(awaited, threaded_ops(64, per_thread, [&](std::size_t t, std::size_t ops) {
-                         for (std::size_t i = 0; i < ops; ++i) {
-                           const std::size_t k = (t * ops + i) % d.keys.size();
-                           map.insert(d.keys[k], d.values[k]).get();
-                         }
-                       }));
+    awaited = std::max(awaited, awaited_inserts(map, d, per_thread));
     RawPg raw(conninfo, fresh_table());
     const auto start = Clock::now();
     const std::size_t ops = std::min<std::size_t>(64 * per_thread, d.keys.size());
@@ -984,18 +974,12 @@ void postgres_store() {
     const std::size_t gets = cfg.quick ? 20000 : 1000000;
     const auto idx = random_indices(gets, cfg.n, 11);
     Map map = open();
-    for (std::size_t i = 0; i < cfg.n; ++i) map.insert(d.keys[i], d.values[i]);
-    map.flush().get();
+    insert_all(map, d, 1);
     RawPg raw(conninfo, fresh_table());
     raw.put_batched(d, 1000);
     double reads = 0, raw_reads = 0;
     for (int r = 0; r < cfg.reps; ++r) {
-      reads = std::max(reads, threaded_ops(4, gets / 4, [&](std::size_t t, std::size_t ops) {
-                         std::size_t found = 0;
-                         for (std::size_t i = 0; i < ops; ++i)
-                           found += map.get(d.keys[idx[t * ops + i]]).has_value();
-                         if (found != ops) std::abort();
-                       }));
+      reads = std::max(reads, cached_gets(map, d, idx));
       const std::size_t raw_ops = cfg.quick ? 200 : 5000;
       const auto start = Clock::now();
       for (std::size_t i = 0; i < raw_ops; ++i)

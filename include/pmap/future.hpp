@@ -89,7 +89,7 @@ class StateBase {
   // sync thread). error is null on success; the value (if any) was set
   // before the state was shared.
   void complete(std::exception_ptr error) noexcept {
-    error_ = std::move(error);
+    error_ = own_copy(std::move(error));
     if (error_) {
       // Whoever of complete() and the Future's destructor comes second sees
       // both bits and reports an error nobody observed.
@@ -160,6 +160,26 @@ class StateBase {
   const std::shared_ptr<Completion>& completion_ptr() const noexcept { return completion_; }
 
  private:
+  // The error in an exception object of this future's own. One failed
+  // group completes many futures, often awaited on different threads; an
+  // object they shared would be freed by whichever thread let go of it
+  // last, through reference counting inside libstdc++ that
+  // ThreadSanitizer cannot see. A pmap::Error is copied (on the completing
+  // thread); anything else, or a copy that cannot be made, is kept as is.
+  static std::exception_ptr own_copy(std::exception_ptr error) noexcept {
+    if (!error) return error;
+    try {
+      std::rethrow_exception(error);
+    } catch (const Error& e) {
+      try {
+        return std::make_exception_ptr(e);
+      } catch (...) {
+      }
+    } catch (...) {
+    }
+    return error;
+  }
+
   void report() noexcept { completion_->report(error_, "a write failed", Errc::backend); }
 
   // A thread is about to sleep on this state's parking lot (lot.mu held).

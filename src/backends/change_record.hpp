@@ -2,6 +2,8 @@
 // backends that keep a change record (sqlite.cpp, postgres.cpp). Not API.
 #pragma once
 
+#include <algorithm>
+#include <cctype>
 #include <cstddef>
 #include <cstdint>
 #include <random>
@@ -59,6 +61,18 @@ inline std::uint64_t random_origin() {
   std::random_device rd;
   const std::uint64_t r = (std::uint64_t{rd()} << 32) ^ rd();
   return (r & 0x7FFFFFFFFFFFFFFFull) | 1;
+}
+
+// A table name a backend with a change record accepts: [A-Za-z_][A-Za-z0-9_]*,
+// at most max_size bytes, not starting with "pmap_" (reserved for the
+// change record, pmap_log_<table>).
+inline bool valid_table_name(std::string_view name, std::size_t max_size) {
+  if (name.empty() || name.size() > max_size) return false;
+  if (!(std::isalpha(static_cast<unsigned char>(name[0])) || name[0] == '_')) return false;
+  return std::all_of(
+             name.begin(), name.end(),
+             [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }) &&
+         name.substr(0, 5) != "pmap_";
 }
 
 }  // namespace pmap::detail

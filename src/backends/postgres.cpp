@@ -52,14 +52,6 @@ constexpr std::uint64_t kTrimEvery = 1024;   // commits between two trims of the
 constexpr std::int64_t kKeepRecord = 16384;  // transactions the record keeps
 constexpr std::chrono::milliseconds kOwnWakeDelay{10};
 
-bool valid_table_name(std::string_view name) {
-  if (name.empty() || name.size() > kMaxTableName) return false;
-  if (!std::isalpha(static_cast<unsigned char>(name[0])) && name[0] != '_') return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
-  });
-}
-
 // One line of libpq's message (it ends its messages with "\n", and puts a
 // hint on a second line).
 std::string one_line(const char* message) {
@@ -195,16 +187,17 @@ struct PostgresBackend::Impl {
 
   Impl(const std::string& conninfo, PostgresOptions opts);
   Impl(const Impl& parent, bool listen);  // a reader session's
+  // table, log, channel and lock, from options.table.
+  void name_objects();
 
   // Connects (again) and prepares the statements; a reader also LISTENs.
   // Errc::io when the server cannot be reached or refuses.
   void open_session();
   void connect();
   void prepare_all();
-  // conn, reconnected first when it broke.
-  PGconn* live() {
+  // Reconnects when the connection broke.
+  void live() {
     if (!conn || PQstatus(conn.get()) != CONNECTION_OK) open_session();
-    return conn.get();
   }
 
   [[noreturn]] void fail(const PGresult* r, const std::string& doing);
@@ -234,7 +227,7 @@ struct PostgresBackend::Impl {
 
 PostgresBackend::Impl::Impl(const std::string& conninfo, PostgresOptions opts)
     : options(std::move(opts)) {
-  if (!valid_table_name(options.table) || options.table.rfind("pmap_", 0) == 0)
+  if (!detail::valid_table_name(options.table, kMaxTableName))
     throw Error(Errc::invalid_argument,
                 "PostgreSQL table name \"" + options.table +
                     "\" is not allowed: use letters, digits and _ (not starting with a digit "
@@ -273,23 +266,25 @@ PostgresBackend::Impl::Impl(const std::string& conninfo, PostgresOptions opts)
   env("PGDATABASE", db);
   where = "postgres://" + (user.empty() ? "" : user + "@") + (host.empty() ? "localhost" : host) +
           ":" + (port.empty() ? "5432" : port) + "/" + db + "#" + options.table;
-  table = "\"" + options.table + "\"";
-  log = "\"pmap_log_" + options.table + "\"";
-  channel = "pmap_" + options.table;
-  lock = lock_key(options.table);
   origin = detail::random_origin();
+  name_objects();
 }
 
 PostgresBackend::Impl::Impl(const Impl& parent, bool listen_)
     : params(parent.params),
       options(parent.options),
       where(parent.where),
-      table(parent.table),
-      log(parent.log),
-      channel(parent.channel),
-      lock(parent.lock),
       origin(parent.origin),
-      listen(listen_) {}
+      listen(listen_) {
+  name_objects();
+}
+
+void PostgresBackend::Impl::name_objects() {
+  table = "\"" + options.table + "\"";
+  log = "\"pmap_log_" + options.table + "\"";
+  channel = "pmap_" + options.table;
+  lock = lock_key(options.table);
+}
 
 void PostgresBackend::Impl::connect() {
   std::vector<const char*> keys, values;
@@ -682,6 +677,13 @@ bool PostgresBackend::Impl::resolve(std::uint64_t seq_no, const std::string& why
   const std::string old_pid = server_pid, old_started = server_started;
   const auto deadline = std::chrono::steady_clock::now() + options.resolve_timeout;
   std::chrono::milliseconds delay{50};
+  // Throws once the next attempt would come after the deadline.
+  const auto give_up = [&](const std::string& last) {
+    if (std::chrono::steady_clock::now() + delay <= deadline) return;
+    throw Error(Errc::io, where + ": the connection to the server broke during a commit (" + why +
+                              ") and the server could not be asked whether it committed (" + last +
+                              "): the outcome is unknown; reopen the map to see the store");
+  };
   for (;;) {
     try {
       open_session();
@@ -709,17 +711,9 @@ bool PostgresBackend::Impl::resolve(std::uint64_t seq_no, const std::string& why
       const Result r = run("committed", p, "cannot look up the commit");
       return PQntuples(r.get()) == 1;
     } catch (const Lost& lost) {
-      if (std::chrono::steady_clock::now() + delay > deadline)
-        throw Error(Errc::io, where + ": the connection to the server broke during a commit (" +
-                                  why + ") and the server could not be asked whether it " +
-                                  "committed (" + lost.message +
-                                  "): the outcome is unknown; reopen the map to see the store");
+      give_up(lost.message);
     } catch (const Error& e) {
-      if (std::chrono::steady_clock::now() + delay > deadline)
-        throw Error(Errc::io, where + ": the connection to the server broke during a commit (" +
-                                  why + ") and the server could not be asked whether it " +
-                                  "committed (" + e.what() +
-                                  "): the outcome is unknown; reopen the map to see the store");
+      give_up(e.what());
     }
     std::this_thread::sleep_for(delay);
     delay = std::min<std::chrono::milliseconds>(delay * 2, std::chrono::seconds(2));

@@ -46,14 +46,10 @@ using detail::append_op;
 using detail::parse_ops;
 using detail::random_origin;
 
+// A table name: change_record.hpp's rule, and not one of SQLite's own
+// tables (sqlite_*).
 bool valid_table_name(std::string_view name) {
-  if (name.empty() || name.size() > 64) return false;
-  if (!(std::isalpha(static_cast<unsigned char>(name[0])) || name[0] == '_')) return false;
-  for (char c : name)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_')) return false;
-  // sqlite_* names are SQLite's own tables; pmap_* ours (a shared table's
-  // change record, pmap_log_<table>).
-  return name.substr(0, 7) != "sqlite_" && name.substr(0, 5) != "pmap_";
+  return detail::valid_table_name(name, 64) && name.substr(0, 7) != "sqlite_";
 }
 
 // Valid UTF-8 without NUL bytes: stored as TEXT so the sqlite3 shell shows

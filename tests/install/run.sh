@@ -27,21 +27,15 @@ out=$("$work/by-subdir/consumer" "$work/b.db")
 echo "add_subdirectory consumer: $out"
 [ "$out" = "answer=42" ]
 # The optional PostgreSQL component, both ways, when this machine builds it.
-if grep -q "pmapPostgresTargets" "$work/pmap/cmake_install.cmake" 2>/dev/null ||
-   test -f "$work/prefix/lib/cmake/pmap/pmapPostgresTargets.cmake" ||
-   test -f "$work/prefix/lib64/cmake/pmap/pmapPostgresTargets.cmake"; then
-  quiet cmake -S "$src/tests/install/consumer" -B "$work/pg-package" -DWITH_POSTGRES=ON \
-    -DCMAKE_PREFIX_PATH="$work/prefix"
-  quiet cmake --build "$work/pg-package" -j2
-  out=$("$work/pg-package/consumer_pg")
-  echo "find_package(pmap COMPONENTS postgres) consumer: $out"
-  [ "$out" = "postgres=registered" ]
-  quiet cmake -S "$src/tests/install/consumer" -B "$work/pg-subdir" -DWITH_POSTGRES=ON \
-    -DPMAP_SOURCE_DIR="$src"
-  quiet cmake --build "$work/pg-subdir" -j2
-  out=$("$work/pg-subdir/consumer_pg")
-  echo "add_subdirectory pmap::postgres consumer: $out"
-  [ "$out" = "postgres=registered" ]
+if [ -n "$(find "$work/prefix" -name pmapPostgresTargets.cmake)" ]; then
+  for how in "-DCMAKE_PREFIX_PATH=$work/prefix" "-DPMAP_SOURCE_DIR=$src"; do
+    rm -rf "$work/pg"
+    quiet cmake -S "$src/tests/install/consumer" -B "$work/pg" -DWITH_POSTGRES=ON "$how"
+    quiet cmake --build "$work/pg" -j2
+    out=$("$work/pg/consumer_pg")
+    echo "pmap::postgres consumer (${how%%=*}): $out"
+    [ "$out" = "postgres=registered" ]
+  done
 else
   echo "pmap::postgres not built here (no libpq): its consumer is not tested"
 fi

@@ -185,13 +185,6 @@ TEST_F(Postgres, AConditionalWriteAppliesOnlyOnTheValueItExpects) {
 // to the updates whose futures succeeded (none applied twice, none that
 // committed reported failed).
 void write_through_faults(const std::string& uri, const std::function<void()>& fault) {
-#ifdef __SANITIZE_THREAD__
-  // Failed futures' errors are rethrown on these threads while the writer
-  // drops them on its own: TSan reports the exception object's release
-  // inside (uninstrumented) libstdc++ as a race, now and then, despite
-  // tests/tsan.supp. The dev and ASan builds run these tests.
-  GTEST_SKIP() << "not under ThreadSanitizer (a false positive in libstdc++'s exception_ptr)";
-#endif
   pmap_test::Reports reports;
   Map map{uri, reports.options()};
   std::atomic<bool> stop{false};

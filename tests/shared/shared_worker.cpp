@@ -4,8 +4,8 @@
 //   pmap_shared_worker URI count N KEYS
 //       N update() increments of the counters c0..c{KEYS-1} (round robin),
 //       then prints "done"; on a line "check" from stdin: refresh(), then
-//       prints "equal N" if its cache equals the store (read by a read-only
-//       opener) or "differs: ..." otherwise.
+//       prints "equal N" if its cache equals the store (read through a
+//       second backend on the URI) or "differs: ..." otherwise.
 //   pmap_shared_worker URI batches N
 //       N apply() batches, each setting b0..b9 to the same value i; "done".
 //   pmap_shared_worker URI observe
@@ -38,8 +38,9 @@ void say(const std::string& line) {
 }
 
 // Waits for a line "check" on stdin (false at end of input), then
-// refresh()es and compares the cache with the store, read by a read-only
-// opener of the same store: "equal N", or "differs: ..." showing both.
+// refresh()es and compares the cache with the store, scanned through a
+// second backend opened on the same URI: "equal N", or "differs: ..."
+// showing both.
 bool check(Map& map, const std::string& uri) {
   std::string line;
   while (std::getline(std::cin, line) && line != "check") {
