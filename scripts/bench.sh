@@ -5,10 +5,21 @@
 #   ./scripts/bench.sh            N = 100,000 entries
 #   ./scripts/bench.sh --big      N = 1,000,000 (slow)
 #   PMAP_BENCH_DIR=/some/fs ./scripts/bench.sh   put the files on that file system
+#   PMAP_BENCH_PG=conninfo ./scripts/bench.sh     the PostgreSQL workload on your
+#                                                 server (default: a throwaway one,
+#                                                 durable: fsync and synchronous_commit on)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
-pmap_install_deps gnuplot-nox python3 python3-diskcache python3-sqlitedict
+. scripts/services.sh
+pmap_install_deps gnuplot-nox python3 python3-diskcache python3-sqlitedict libpq-dev postgresql
+if [ -z "${PMAP_BENCH_PG:-}" ]; then
+  trap pmap_stop_services EXIT
+  trap 'exit 143' TERM
+  trap 'exit 130' INT
+  PMAP_PG_DURABLE=1 pmap_start_postgres
+  export PMAP_BENCH_PG=$PMAP_TEST_PG
+fi
 
 n=100000
 [ "${1:-}" = "--big" ] && n=1000000

@@ -9,10 +9,13 @@
 #                                     # PMAP_TEST_PG_ADMIN, PMAP_TEST_PG_RESTART
 #
 # Knobs: PMAP_PG_PORT fixes the port (default: the first free one from
-# 55432); PMAP_SVC_KEEP=1 keeps the temp dir and its logs.
+# 55432); PMAP_SVC_KEEP=1 keeps the temp dir and its logs;
+# PMAP_PG_DURABLE=1 keeps PostgreSQL's defaults for fsync and
+# synchronous_commit (the benchmarks use it: commits then wait for the disk,
+# as on a production server).
 #
-# Servers run as the postgres user (initdb and postgres refuse root) with
-# fsync off: they hold test data only.
+# Servers run as the postgres user (initdb and postgres refuse root); for
+# the tests with fsync off: they hold test data only.
 
 pmap_svc_dir=""
 
@@ -83,11 +86,12 @@ pmap_start_postgres() {
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$pmap_svc_dir/pg'
-fsync = off
-synchronous_commit = off
-full_page_writes = off
 max_connections = 200
 EOF
+    if [ "${PMAP_PG_DURABLE:-0}" != 1 ]; then
+      printf '%s\n' "fsync = off" "synchronous_commit = off" "full_page_writes = off" \
+        >>"$data/postgresql.conf"
+    fi
     : >"$pmap_svc_dir/pg/postgres.log"
     chown postgres:postgres "$pmap_svc_dir/pg/postgres.log"
     if (cd / && runuser -u postgres -- "$bin/pg_ctl" -D "$data" -l "$pmap_svc_dir/pg/postgres.log" \
@@ -109,7 +113,7 @@ EOF
   export PMAP_TEST_PG_ADMIN="host=$pmap_svc_dir/pg port=$port dbname=pmap_test user=postgres"
   # Restarts the server in place (the fault tests), as the postgres user.
   export PMAP_TEST_PG_RESTART="cd / && runuser -u postgres -- $bin/pg_ctl -D $data -l $pmap_svc_dir/pg/postgres.log -w -t 60 -m fast restart >/dev/null"
-  pmap_svc_log "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port ($pmap_svc_dir/pg)"
+  pmap_svc_log "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port ($pmap_svc_dir/pg$([ "${PMAP_PG_DURABLE:-0}" = 1 ] && echo ", durable"))"
 }
 
 pmap_stop_postgres() {

@@ -20,6 +20,7 @@
 
 #include "../support/servers.hpp"
 #include "../support/test_backend.hpp"
+#include "stores.hpp"
 
 namespace {
 
@@ -110,44 +111,10 @@ bool eventually(Cond cond, std::chrono::seconds deadline = 30s) {
   return cond();
 }
 
-// A shared backend the SharedStore tests run on.
-struct Store {
-  std::string name;
-  bool postgres = false;
-};
-void PrintTo(const Store& store, std::ostream* os) { *os << store.name; }
+class SharedStore : public pmap_test::StoreTest {};
 
-class SharedStore : public ::testing::TestWithParam<Store> {
- protected:
-  void SetUp() override {
-    if (GetParam().postgres) PMAP_NEED_POSTGRES();
-  }
-  // The URI of the store called `stem`: the same for every call in a test,
-  // one no other test uses.
-  std::string uri(const std::string& stem) {
-    if (!GetParam().postgres) return shared_uri(dir_ / (stem + ".db"));
-    auto [it, fresh] = tables_.try_emplace(stem);
-    if (fresh) it->second = pmap_test::unique_table(stem);
-    return pmap_test::postgres_uri(it->second);
-  }
-
- private:
-  TempDir dir_;
-  std::map<std::string, std::string> tables_;
-};
-
-std::vector<Store> stores() {
-  std::vector<Store> all = {{"sqlite"}};
-#ifdef PMAP_TEST_POSTGRES
-  all.push_back({"postgres", true});
-#endif
-  return all;
-}
-
-INSTANTIATE_TEST_SUITE_P(Stores, SharedStore, ::testing::ValuesIn(stores()),
-                         [](const ::testing::TestParamInfo<Store>& info) {
-                           return info.param.name;
-                         });
+INSTANTIATE_TEST_SUITE_P(Stores, SharedStore, ::testing::ValuesIn(pmap_test::shared_stores()),
+                         pmap_test::store_name);
 
 TEST_P(SharedStore, TwoMapsInOneProcessSeeEachOthersWrites) {
   Map a{uri("s")};

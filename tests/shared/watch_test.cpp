@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../support/test_backend.hpp"
+#include "stores.hpp"
 
 namespace {
 
@@ -81,16 +82,20 @@ TEST(Watch, AFailedWriteIsNeverReported) {
 
 // Two maps on one shared store; a's watch records into rec.
 struct SharedPair {
-  TempDir dir;
-  const std::string uri = "sqlite:" + (dir / "s.db").string() + "?mode=shared";
-  Map a{uri};
-  Map b{uri};
+  explicit SharedPair(const std::string& uri) : a{uri}, b{uri} {}
+  Map a;
+  Map b;
   Recorder rec;
   pmap::Subscription sub = a.watch(std::ref(rec));
 };
 
-TEST(Watch, ASharedStoreReportsOthersWritesAsRemote) {
-  SharedPair p;
+// The watch tests that need another writer, on every shared backend.
+class WatchShared : public pmap_test::StoreTest {};
+INSTANTIATE_TEST_SUITE_P(Stores, WatchShared, ::testing::ValuesIn(pmap_test::shared_stores()),
+                         pmap_test::store_name);
+
+TEST_P(WatchShared, ASharedStoreReportsOthersWritesAsRemote) {
+  SharedPair p(uri("s"));
   Map& a = p.a;
   Map& b = p.b;
   Recorder& rec = p.rec;
@@ -103,8 +108,8 @@ TEST(Watch, ASharedStoreReportsOthersWritesAsRemote) {
   EXPECT_EQ(rec.wait_for(3), (std::vector<std::string>{"+mine=1 L", "+theirs=2 R", "-mine R"}));
 }
 
-TEST(Watch, RemoteWritesToAKeyArriveInCommitOrder) {
-  SharedPair p;
+TEST_P(WatchShared, RemoteWritesToAKeyArriveInCommitOrder) {
+  SharedPair p(uri("s"));
   Map& a = p.a;
   Map& b = p.b;
   Recorder& rec = p.rec;
