@@ -86,7 +86,12 @@ void Watcher::run() noexcept {
     Backend::ChangeRead read;
     std::vector<std::pair<std::string, std::string>> entries;
     try {
-      read = reader_->changes_since(position_);
+      // The values of its own puts only for watchers; and if a watch began
+      // while a read went without them, once more with them: that watch
+      // may be owed a change the read saw.
+      const bool watched = shared_.watched();
+      read = reader_->changes_since(position_, watched ? 0 : shared_.origin);
+      if (!watched && shared_.watched()) read = reader_->changes_since(position_, 0);
       if (read.gap) {
         position_ = reader_->scan_at([&](std::string_view k, std::string_view v) {
           entries.emplace_back(std::string(k), std::string(v));

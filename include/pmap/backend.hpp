@@ -202,11 +202,17 @@ class Backend {
   };
 
   // Every change committed after position `from`, in commit order, as one
-  // snapshot: whole transactions only. Called on a reader session (from
-  // open_reader()), on the map's watcher thread. Errors: throws when the
-  // record cannot be read (the map retries with back-off). Default: nothing
-  // changed (through = from).
-  virtual ChangeRead changes_since(std::uint64_t from) { return ChangeRead{false, from, {}}; }
+  // snapshot: whole transactions only. Puts committed by origin
+  // `no_values_for` may come without their value (nullopt), saving their
+  // lookup: the map passes its own origin while nobody watches it (its
+  // cache holds its own writes already), else 0. Called on a reader session
+  // (from open_reader()), on the map's watcher thread. Errors: throws when
+  // the record cannot be read (the map retries with back-off). Default:
+  // nothing changed (through = from).
+  virtual ChangeRead changes_since(std::uint64_t from, std::uint64_t no_values_for) {
+    (void)no_values_for;
+    return ChangeRead{false, from, {}};
+  }
 
   // Blocks until a change after `from` may have been committed (a spurious
   // return is fine), `timeout` passes, or interrupt() is called. Called on

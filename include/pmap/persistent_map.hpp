@@ -134,7 +134,7 @@ class PersistentMap final {
       origin_ = backend->origin();
       cache_.follow_store();
       shared.emplace(detail::Store::Shared{
-          position,
+          position, origin_, [this] { return !feed_->empty(); },
           [this](Backend::ChangeRead&& read, std::uint64_t settled) {
             observe(std::move(read), settled);
           },

@@ -322,12 +322,16 @@ void PostgresBackend::Impl::prepare_all() {
   const std::pair<const char*, std::string> statements[] = {
       {"lock", "SELECT pg_advisory_xact_lock($1::int8)"},
       {"get", "SELECT value FROM " + table + " WHERE key = $1::bytea"},
-      {"values", "SELECT key, value FROM " + table + " WHERE key = ANY($1::bytea[])"},
+      // Keys given as an array are joined, never matched with = ANY: a plan
+      // that filters a scan by = ANY compares every row with every key.
+      {"values", "SELECT t.key, t.value FROM " + table +
+                     " t JOIN unnest($1::bytea[]) AS k(key) ON t.key = k.key"},
       {"scan", "SELECT key, value FROM " + table},
       {"put", "INSERT INTO " + table +
                   " (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[]) "
                   "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"},
-      {"erase", "DELETE FROM " + table + " WHERE key = ANY($1::bytea[])"},
+      {"erase",
+       "DELETE FROM " + table + " t USING unnest($1::bytea[]) AS k(key) WHERE t.key = k.key"},
       {"clear", "DELETE FROM " + table},
       {"record", "INSERT INTO " + log +
                      " (pos, origin, seq, tag, ops) SELECT coalesce(max(pos), 0) + 1, $1::int8, "
@@ -794,7 +798,7 @@ class PostgresBackend::Reader final : public Backend {
   std::string describe() const override { return impl_.where; }
   bool shared() const override { return true; }
   std::uint64_t origin() const override { return impl_.origin; }
-  ChangeRead changes_since(std::uint64_t from) override;
+  ChangeRead changes_since(std::uint64_t from, std::uint64_t no_values_for) override;
   void wait_for_change(std::uint64_t from, std::chrono::milliseconds timeout) override;
   void interrupt() override {
     const std::uint64_t one = 1;
@@ -806,8 +810,10 @@ class PostgresBackend::Reader final : public Backend {
   int wake_fd_ = -1;
 };
 
-// In one snapshot: the record after `from`, then the value of every key put.
-Backend::ChangeRead PostgresBackend::Reader::changes_since(std::uint64_t from) {
+// In one snapshot: the record after `from`, then the value of every key put
+// (but those put by no_values_for).
+Backend::ChangeRead PostgresBackend::Reader::changes_since(std::uint64_t from,
+                                                           std::uint64_t no_values_for) {
   Impl& d = impl_;
   const std::string doing = "cannot read the change record";
   try {
@@ -851,7 +857,8 @@ Backend::ChangeRead PostgresBackend::Reader::changes_since(std::uint64_t from) {
     }
     std::vector<std::string_view> keys;
     for (const RecordedChange& c : read.changes)
-      if (c.op == Write::Op::put) keys.push_back(c.key);
+      if (c.op == Write::Op::put && (no_values_for == 0 || c.origin != no_values_for))
+        keys.push_back(c.key);
     const auto values = d.values_of(std::move(keys));
     d.exec("COMMIT", doing);
     for (RecordedChange& c : read.changes) {

@@ -876,9 +876,9 @@ class SqliteBackend::Reader final : public Backend {
   std::string describe() const override { return impl_->where; }
   bool shared() const override { return impl_->shared; }
   std::uint64_t scan_at(ScanSink sink) override { return impl_->scan_at(sink); }
-  ChangeRead changes_since(std::uint64_t from) override {
-    if (!impl_->shared) return Backend::changes_since(from);
-    ChangeRead read = impl_->in_snapshot([&] { return read_changes(from); });
+  ChangeRead changes_since(std::uint64_t from, std::uint64_t no_values_for) override {
+    if (!impl_->shared) return Backend::changes_since(from, no_values_for);
+    ChangeRead read = impl_->in_snapshot([&] { return read_changes(from, no_values_for); });
     version_ = data_version();
     return read;
   }
@@ -886,7 +886,7 @@ class SqliteBackend::Reader final : public Backend {
   void interrupt() override;
 
  private:
-  ChangeRead read_changes(std::uint64_t from);
+  ChangeRead read_changes(std::uint64_t from, std::uint64_t no_values_for);
   long long data_version();
 
   std::unique_ptr<Impl> impl_;
@@ -898,8 +898,9 @@ class SqliteBackend::Reader final : public Backend {
 };
 
 // In the read's snapshot: every transaction after `from`, then the value of
-// every key put (looked up once per key).
-Backend::ChangeRead SqliteBackend::Reader::read_changes(std::uint64_t from) {
+// every key put (looked up once per key), but for puts by no_values_for.
+Backend::ChangeRead SqliteBackend::Reader::read_changes(std::uint64_t from,
+                                                        std::uint64_t no_values_for) {
   Impl& d = *impl_;
   ChangeRead read;
   read.through = from;
@@ -930,7 +931,7 @@ Backend::ChangeRead SqliteBackend::Reader::read_changes(std::uint64_t from) {
     return ChangeRead{true, from, {}};
   absl::flat_hash_map<std::string_view, std::optional<std::string>> values;
   for (RecordedChange& c : read.changes) {
-    if (c.op != Write::Op::put) continue;
+    if (c.op != Write::Op::put || (no_values_for != 0 && c.origin == no_values_for)) continue;
     auto [it, fresh] = values.try_emplace(c.key);
     if (fresh) it->second = d.get_one(c.key);
     c.value = it->second;

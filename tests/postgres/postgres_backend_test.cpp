@@ -5,6 +5,7 @@
 // The conformance suite and the SharedStore tests run on it too.
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
+#include <signal.h>
 
 #include <atomic>
 #include <chrono>
@@ -270,6 +271,67 @@ TEST_F(Postgres, RestartingTheServerMidRunLosesNothingAndAppliesNothingTwice) {
   }
   const std::string uri = pmap_test::postgres_uri(pmap_test::unique_table("restart"));
   write_through_faults(uri, [&] { ASSERT_EQ(std::system(restart.c_str()), 0) << restart; });
+}
+
+// A commit whose connection breaks after its COMMIT was sent, while no new
+// connection can reach the server for longer than resolve_timeout: the
+// backend cannot learn whether it committed, and says so (it never
+// guesses "failed"). Runs alone (RUN_SERIAL): the server accepts no
+// connection while its postmaster is stopped.
+TEST_F(Postgres, UnreachableAfterABrokenCommitIsAnErrorSayingTheOutcomeIsUnknown) {
+  const std::string admin = pmap_test::env_or_empty("PMAP_TEST_PG_ADMIN");
+  if (admin.empty()) {
+    if (pmap_test::server_required("pg")) FAIL() << "PMAP_TEST_PG_ADMIN is unset";
+    GTEST_SKIP() << "PMAP_TEST_PG_ADMIN (a superuser conninfo) is unset";
+  }
+  const std::string table = pmap_test::unique_table("doubt");
+  // connect_timeout: libpq's minimum, so the reconnection gives up soon.
+  pmap::PostgresBackend b(conninfo() + " connect_timeout=2 application_name=" + table,
+                          {.table = table, .resolve_timeout = 1s});
+  Psql psql(admin);
+  const long postmaster =
+      std::stol(psql.one("SELECT split_part(pg_read_file('postmaster.pid'), "
+                         "E'\\n', 1)"));
+  if (kill(static_cast<pid_t>(postmaster), 0) != 0) {
+    const std::string why = "cannot signal the server's postmaster (pid " +
+                            std::to_string(postmaster) + "): run as root or as the server's user";
+    if (pmap_test::server_required("pg")) FAIL() << why;
+    GTEST_SKIP() << why;
+  }
+  // The commit waits for this lock, with its whole pipeline (COMMIT too) sent.
+  psql.one("BEGIN");
+  psql.one("LOCK TABLE " + table + " IN ACCESS EXCLUSIVE MODE");
+  std::string error;
+  pmap::Errc code{};
+  std::thread writer([&] {
+    try {
+      std::vector<Write> batch = {{Op::put, "k", "v"}};
+      b.write(batch);
+    } catch (const pmap::Error& e) {
+      code = e.code();
+      error = e.what();
+    }
+  });
+  std::string session;
+  for (int i = 0; i < 3000 && session.empty(); ++i) {
+    session = psql.one(
+        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
+        "application_name = '" +
+        table + "'");
+    if (session.empty()) std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_FALSE(session.empty()) << "the commit never waited for the lock";
+  // No new connection gets an answer; the commit's session ends.
+  ASSERT_EQ(kill(static_cast<pid_t>(postmaster), SIGSTOP), 0);
+  ASSERT_EQ(kill(static_cast<pid_t>(std::stol(session)), SIGTERM), 0);
+  writer.join();
+  kill(static_cast<pid_t>(postmaster), SIGCONT);
+  psql.one("ROLLBACK");
+  EXPECT_EQ(code, pmap::Errc::io) << error;
+  EXPECT_NE(error.find("the outcome is unknown"), std::string::npos) << error;
+  EXPECT_NE(error.find("reopen the map"), std::string::npos) << error;
+  EXPECT_EQ(error.find("password="), std::string::npos) << error;
+  EXPECT_EQ(b.get("k"), std::nullopt) << "it never got the lock, so it did not commit";
 }
 
 }  // namespace

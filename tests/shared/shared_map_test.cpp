@@ -132,6 +132,36 @@ TEST_P(SharedStore, TwoMapsInOneProcessSeeEachOthersWrites) {
   EXPECT_EQ(a.size(), 1u);
 }
 
+// The map's watcher reads its own puts without their values while nobody
+// watches it (its cache has them): the backend must leave out exactly the
+// origin it is told, and nothing when told 0.
+TEST_P(SharedStore, AReadLeavesOutTheValuesOfTheOriginItIsToldOnly) {
+  auto a = pmap::open_backend(uri("v"));
+  auto b = pmap::open_backend(uri("v"));
+  ASSERT_NE(a->origin(), b->origin());
+  auto reader = b->open_reader();
+  const std::uint64_t start = reader->scan_at([](auto, auto) {});
+  std::vector<pmap::Backend::Conflict> conflicts;
+  std::vector<pmap::Write> mine = {{pmap::Write::Op::put, "a1", "x"},
+                                   {pmap::Write::Op::put, "a2", "y"}};
+  a->commit_shared(mine, {}, 1, conflicts);
+  std::vector<pmap::Write> theirs = {{pmap::Write::Op::put, "b1", "z"}};
+  b->commit_shared(theirs, {}, 1, conflicts);
+
+  const auto values = [](const pmap::Backend::ChangeRead& read) {
+    std::map<std::string, std::string> out;
+    for (const auto& c : read.changes) out[c.key] = c.value.value_or("(none)");
+    return out;
+  };
+  const auto without_a = reader->changes_since(start, a->origin());
+  EXPECT_EQ(values(without_a),
+            (std::map<std::string, std::string>{{"a1", "(none)"}, {"a2", "(none)"}, {"b1", "z"}}));
+  const auto all = reader->changes_since(start, 0);
+  EXPECT_EQ(values(all),
+            (std::map<std::string, std::string>{{"a1", "x"}, {"a2", "y"}, {"b1", "z"}}));
+  EXPECT_EQ(all.through, without_a.through);
+}
+
 TEST_P(SharedStore, UpdateIsACompareAndSetAcrossMaps) {
   Map a{uri("u")};
   Map b{uri("u")};

@@ -66,7 +66,7 @@ TEST(SqliteShared, EachCommitReachesTheRecordWithItsOriginAndTag) {
   std::vector<Write> second = {{Op::erase, "y", ""}, {Op::put, "x", "3"}};
   b.commit_shared(second, {}, 9, conflicts);
 
-  const Backend::ChangeRead read = reader->changes_since(start);
+  const Backend::ChangeRead read = reader->changes_since(start, 0);
   ASSERT_FALSE(read.gap);
   EXPECT_EQ(read.through, start + 2);
   ASSERT_EQ(read.changes.size(), 4u);
@@ -83,7 +83,7 @@ TEST(SqliteShared, EachCommitReachesTheRecordWithItsOriginAndTag) {
   // Within a transaction, writes to different keys come in any order.
   for (const auto& c : {read.changes[2], read.changes[3]})
     EXPECT_EQ(c.op, c.key == "y" ? Op::erase : Op::put) << c.key;
-  EXPECT_EQ(reader->changes_since(read.through).changes.size(), 0u);
+  EXPECT_EQ(reader->changes_since(read.through, 0).changes.size(), 0u);
 }
 
 TEST(SqliteShared, ConditionalWritesCommitOnlyWhereTheValueIsStillExpected) {
@@ -107,7 +107,7 @@ TEST(SqliteShared, ConditionalWritesCommitOnlyWhereTheValueIsStillExpected) {
 
   // The record holds only what was applied.
   auto reader = a.open_reader();
-  const auto read = reader->changes_since(1);
+  const auto read = reader->changes_since(1, 0);
   std::vector<std::string> keys;
   for (const auto& c : read.changes) keys.push_back(c.key);
   std::sort(keys.begin(), keys.end());
@@ -124,9 +124,9 @@ TEST(SqliteShared, ARecordTrimmedPastThePositionIsAGap) {
     a.commit_shared(w, {}, 0, conflicts);
   }
   auto reader = a.open_reader();
-  EXPECT_TRUE(reader->changes_since(0).gap);
-  EXPECT_TRUE(reader->changes_since(100).gap);
-  const auto recent = reader->changes_since(17490);
+  EXPECT_TRUE(reader->changes_since(0, 0).gap);
+  EXPECT_TRUE(reader->changes_since(100, 0).gap);
+  const auto recent = reader->changes_since(17490, 0);
   EXPECT_FALSE(recent.gap);
   EXPECT_EQ(recent.through, 17500u);
   EXPECT_EQ(recent.changes.size(), 10u);
@@ -138,7 +138,7 @@ TEST(SqliteShared, WaitReturnsOnAnotherSessionsCommitAndOnInterrupt) {
   auto b = shared_backend(dir / "w.db");
   auto reader = a.open_reader();
   std::uint64_t at = reader->scan_at([](auto, auto) {});
-  (void)reader->changes_since(at);
+  (void)reader->changes_since(at, 0);
   std::thread writer([&] {
     std::vector<Backend::Conflict> conflicts;
     std::vector<Write> w = {{Op::put, "k", "v"}};
@@ -148,7 +148,7 @@ TEST(SqliteShared, WaitReturnsOnAnotherSessionsCommitAndOnInterrupt) {
   // return means the wait saw the commit, or spuriously returned early).
   const auto begin = std::chrono::steady_clock::now();
   Backend::ChangeRead read;
-  while ((read = reader->changes_since(at)).changes.empty())
+  while ((read = reader->changes_since(at, 0)).changes.empty())
     reader->wait_for_change(at, std::chrono::minutes(1));
   writer.join();
   EXPECT_LT(std::chrono::steady_clock::now() - begin, std::chrono::seconds(30));

@@ -73,6 +73,10 @@ class Store {
   // at a time; exceptions go to on_error.
   struct Shared {
     std::uint64_t position = 0;
+    std::uint64_t origin = 0;  // the map's (Backend::origin())
+    // Whether anyone watches the map: only then does a read fetch the
+    // values of the map's own puts.
+    std::function<bool()> watched;
     std::function<void(Backend::ChangeRead&& read, std::uint64_t settled)> observe;
     std::function<void(std::vector<std::pair<std::string, std::string>>&& entries,
                        std::uint64_t settled)>
