@@ -29,6 +29,11 @@
 
 #include <pmap/backends/postgres.hpp>
 #endif
+#ifdef PMAP_BENCH_REDIS
+#include <hiredis/hiredis.h>
+
+#include <pmap/backends/redis.hpp>
+#endif
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1005,6 +1010,200 @@ void postgres_store() {
 }
 #endif
 
+#ifdef PMAP_BENCH_REDIS
+// ---- Redis ------------------------------------------------------------------------
+
+// The server: PMAP_BENCH_REDIS, else PMAP_TEST_REDIS (./scripts/bench.sh and
+// ./scripts/test.sh start a throwaway one), as redis://host:port.
+std::string redis_url() {
+  for (const char* name : {"PMAP_BENCH_REDIS", "PMAP_TEST_REDIS"})
+    if (const char* v = std::getenv(name); v && *v) return v;
+  return "";
+}
+
+// Raw hiredis doing the map's work by hand, in one hash.
+class RawRedis {
+ public:
+  explicit RawRedis(const std::string& hash) : hash_(hash) {
+    std::string rest = redis_url().substr(std::string("redis://").size());
+    rest = rest.substr(0, rest.find('/'));
+    const auto colon = rest.rfind(':');
+    c_ = redisConnect(rest.substr(0, colon).c_str(), std::stoi(rest.substr(colon + 1)));
+    if (!c_ || c_->err) throw std::runtime_error("cannot connect to " + redis_url());
+  }
+  ~RawRedis() { redisFree(c_); }
+  RawRedis(const RawRedis&) = delete;
+  RawRedis& operator=(const RawRedis&) = delete;
+
+  // One HSET, one round trip.
+  void put(const std::string& k, const std::string& v) {
+    reply(redisCommand(c_, "HSET %b %b %b", hash_.data(), hash_.size(), k.data(), k.size(),
+                       v.data(), v.size()));
+  }
+  bool get(const std::string& k) {
+    auto* r = static_cast<redisReply*>(
+        redisCommand(c_, "HGET %b %b", hash_.data(), hash_.size(), k.data(), k.size()));
+    const bool found = r && r->type == REDIS_REPLY_STRING;
+    freeReplyObject(r);
+    return found;
+  }
+  // Every entry of d, per_txn to a MULTI/EXEC, each transaction pipelined
+  // (one round trip); with `keys`, one key per entry (SET) instead of one
+  // hash. Returns writes per second.
+  double put_batched(const Data& d, std::size_t per_txn, bool keys = false) {
+    const auto start = Clock::now();
+    for (std::size_t i = 0; i < d.keys.size(); i += per_txn) {
+      const std::size_t end = std::min(d.keys.size(), i + per_txn);
+      redisAppendCommand(c_, "MULTI");
+      for (std::size_t j = i; j < end; ++j) {
+        const std::string& k = d.keys[j];
+        const std::string& v = d.values[j];
+        if (keys) {
+          const std::string key = hash_ + ":" + k;
+          redisAppendCommand(c_, "SET %b %b", key.data(), key.size(), v.data(), v.size());
+        } else {
+          redisAppendCommand(c_, "HSET %b %b %b", hash_.data(), hash_.size(), k.data(), k.size(),
+                             v.data(), v.size());
+        }
+      }
+      redisAppendCommand(c_, "EXEC");
+      for (std::size_t r = 0; r < end - i + 2; ++r) {
+        void* out = nullptr;
+        if (redisGetReply(c_, &out) != REDIS_OK) throw std::runtime_error("redis: connection lost");
+        freeReplyObject(out);
+      }
+    }
+    return static_cast<double>(d.keys.size()) / seconds_since(start);
+  }
+  // The server's dataset.bytes (MEMORY STATS).
+  long long dataset_bytes() {
+    auto* r = static_cast<redisReply*>(redisCommand(c_, "MEMORY STATS"));
+    long long bytes = 0;
+    for (std::size_t i = 0; r && i + 1 < r->elements; i += 2)
+      if (std::string_view(r->element[i]->str, r->element[i]->len) == "dataset.bytes")
+        bytes = r->element[i + 1]->integer;
+    freeReplyObject(r);
+    return bytes;
+  }
+  // Deletes every key that starts with `prefix`.
+  void drop(const std::string& prefix) {
+    std::string cursor = "0";
+    const std::string match = prefix + "*";
+    do {
+      auto* r = static_cast<redisReply*>(redisCommand(c_, "SCAN %s MATCH %b COUNT 1000",
+                                                      cursor.c_str(), match.data(), match.size()));
+      if (!r || r->type != REDIS_REPLY_ARRAY) break;
+      cursor = r->element[0]->str;
+      for (std::size_t i = 0; i < r->element[1]->elements; ++i) {
+        const redisReply* k = r->element[1]->element[i];
+        reply(redisCommand(c_, "UNLINK %b", k->str, k->len));
+      }
+      freeReplyObject(r);
+    } while (cursor != "0");
+  }
+
+ private:
+  void reply(void* r) {
+    if (!r) throw std::runtime_error("redis: connection lost");
+    freeReplyObject(r);
+  }
+  std::string hash_;
+  redisContext* c_;
+};
+
+// The Redis backend beside raw hiredis doing the same work on the same
+// server: the layout chosen (one hash per map) against a key per entry,
+// bulk writes, awaited writes, reads; then propagation and counters between
+// processes. Its keys are deleted at the end.
+void redis_store() {
+  if (redis_url().empty()) {
+    std::printf("redis: skipped (no server: set PMAP_BENCH_REDIS or PMAP_TEST_REDIS)\n");
+    return;
+  }
+  std::vector<std::string> prefixes;
+  const auto fresh_prefix = [&] {
+    prefixes.push_back("bench" + std::to_string(getpid()) + "_" + std::to_string(prefixes.size()) +
+                       ":");
+    return prefixes.back();
+  };
+  const auto uri = [&](const std::string& prefix) { return redis_url() + "?prefix=" + prefix; };
+  const Data d = make_data(cfg.n, true);
+  // Layout: one hash against a key per entry, raw, the same entries.
+  {
+    double hash_rate = 0, keys_rate = 0, hash_bytes = 0, keys_bytes = 0;
+    for (int r = 0; r < cfg.reps; ++r) {
+      for (const bool keys : {false, true}) {
+        const std::string prefix = fresh_prefix();
+        RawRedis raw("{" + prefix + "}data");
+        const long long before = raw.dataset_bytes();
+        const double rate = raw.put_batched(d, 1000, keys);
+        const double bytes =
+            static_cast<double>(raw.dataset_bytes() - before) / static_cast<double>(d.keys.size());
+        (keys ? keys_rate : hash_rate) = std::max(keys ? keys_rate : hash_rate, rate);
+        (keys ? keys_bytes : hash_bytes) = bytes;
+        raw.drop("{" + prefix + "}");
+      }
+    }
+    report({"redis", "layout: one hash, bulk", "ops/s", hash_rate, keys_rate,
+            "a key per entry (SET), same MULTI/EXEC of 1,000", "report", ""});
+    report({"redis", "layout: one hash, memory", "bytes/entry", hash_bytes, keys_bytes,
+            "a key per entry (dataset.bytes)", "report", ""});
+  }
+  // Bulk: 8 threads, one flush; raw: pipelined MULTI/EXEC of 1,000 HSETs.
+  double bulk = 0, raw_bulk = 0;
+  for (int r = 0; r < cfg.reps; ++r) {
+    {
+      Map map{uri(fresh_prefix())};
+      bulk = std::max(bulk, insert_all(map, d, 8));
+    }
+    raw_bulk = std::max(raw_bulk, RawRedis("{" + fresh_prefix() + "}data").put_batched(d, 1000));
+  }
+  report({"redis", "bulk, 8 threads", "ops/s", bulk, raw_bulk,
+          "raw hiredis, pipelined MULTI/EXEC of 1,000", ">= 0.8x", ""});
+  // Awaited: 64 threads, each write awaited; raw: one HSET per round trip.
+  const std::size_t per_thread = cfg.quick ? 10 : 400;
+  double awaited = 0, raw_awaited = 0;
+  for (int r = 0; r < cfg.reps; ++r) {
+    Map map{uri(fresh_prefix())};
+    awaited = std::max(awaited, awaited_inserts(map, d, per_thread));
+    RawRedis raw("{" + fresh_prefix() + "}data");
+    const auto start = Clock::now();
+    const std::size_t ops = std::min<std::size_t>({64 * per_thread, 20000, d.keys.size()});
+    for (std::size_t i = 0; i < ops; ++i) raw.put(d.keys[i], d.values[i]);
+    raw_awaited = std::max(raw_awaited, static_cast<double>(ops) / seconds_since(start));
+  }
+  report({"redis", "awaited, 64 threads", "ops/s", awaited, raw_awaited,
+          "raw hiredis, one HSET per round trip", ">= 5x", ""});
+  // get(): 4 threads from the cache; raw: an HGET round trip each.
+  {
+    const std::size_t gets = cfg.quick ? 20000 : 1000000;
+    const auto idx = random_indices(gets, cfg.n, 11);
+    const std::string prefix = fresh_prefix();
+    Map map{uri(prefix)};
+    insert_all(map, d, 1);
+    RawRedis raw("{" + prefix + "}data");
+    double reads = 0, raw_reads = 0;
+    for (int r = 0; r < cfg.reps; ++r) {
+      reads = std::max(reads, cached_gets(map, d, idx));
+      const std::size_t raw_ops = cfg.quick ? 200 : 20000;
+      const auto start = Clock::now();
+      for (std::size_t i = 0; i < raw_ops; ++i)
+        if (!raw.get(d.keys[idx[i]])) std::abort();
+      raw_reads = std::max(raw_reads, static_cast<double>(raw_ops) / seconds_since(start));
+    }
+    report({"redis", "get, 4 threads", "ops/s", reads, raw_reads,
+            "raw hiredis HGET round trip, 1 connection", "report", ""});
+  }
+  propagation("redis", uri(fresh_prefix()));
+  counters(
+      "redis", [&] { return uri(fresh_prefix()); }, uri(fresh_prefix()),
+      "1 process, same updates, same server");
+  // Tidy up the keys this run made.
+  RawRedis tidy("unused");
+  for (const auto& p : prefixes) tidy.drop("{" + p + "}");
+}
+#endif
+
 // Runs a workload in a child process, so that each starts from a fresh heap
 // rather than from what the previous workloads left (in one process, gets
 // after the write workloads ran at 0.65-1.3x a plain map instead of
@@ -1054,7 +1253,8 @@ int main(int argc, char** argv) try {
       std::fprintf(stderr,
                    "usage: %s [--n N] [--reps R] [--quick] [--dir DIR] [--tsv FILE] [--only NAME]"
                    " [--threads T]\n"
-                   "  NAME: part of bulk, awaited, reads, load, memory, csv, shared, postgres\n"
+                   "  NAME: part of bulk, awaited, reads, load, memory, csv, shared, postgres, "
+                   "redis\n"
                    "  T: inserting threads of the bulk workload (default 8)\n",
                    argv[0]);
       return 2;
@@ -1084,6 +1284,9 @@ int main(int argc, char** argv) try {
       {"shared", shared_store},
 #ifdef PMAP_BENCH_POSTGRES
       {"postgres", postgres_store},
+#endif
+#ifdef PMAP_BENCH_REDIS
+      {"redis", redis_store},
 #endif
   };
   for (const auto& [name, run] : workloads) {

@@ -2,10 +2,11 @@
 //
 //   for i in 1 2 3 4; do build/release/examples/pmap_shared shared.db 1000 & done; wait
 //
-// on a SQLite file in shared mode, or on a PostgreSQL table (processes on
-// any machines that reach the server):
+// on a SQLite file in shared mode, or on a PostgreSQL table or a Redis
+// server (processes on any machines that reach the server):
 //
 //   build/release/examples/pmap_shared 'postgres://app:pw@db:5432/app?table=counters' 1000
+//   build/release/examples/pmap_shared 'redis://:pw@cache:6379/0?prefix=counters:' 1000
 //
 // Each process adds 1000 to one counter with update() and watches what the
 // others do; the counter ends at exactly 1000 times the number of processes.

@@ -8,17 +8,26 @@
 #   PMAP_BENCH_PG=conninfo ./scripts/bench.sh     the PostgreSQL workload on your
 #                                                 server (default: a throwaway one,
 #                                                 durable: fsync and synchronous_commit on)
+#   PMAP_BENCH_REDIS=redis://host:port ./scripts/bench.sh
+#                                                 the Redis workload on your server
+#                                                 (default: a throwaway one, appendonly
+#                                                 with appendfsync everysec)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 . scripts/services.sh
-pmap_install_deps gnuplot-nox python3 python3-diskcache python3-sqlitedict libpq-dev postgresql
+pmap_install_deps gnuplot-nox python3 python3-diskcache python3-sqlitedict libpq-dev postgresql \
+  libhiredis-dev redis-server redis-tools
+trap pmap_stop_services EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
 if [ -z "${PMAP_BENCH_PG:-}" ]; then
-  trap pmap_stop_services EXIT
-  trap 'exit 143' TERM
-  trap 'exit 130' INT
   PMAP_PG_DURABLE=1 pmap_start_postgres
   export PMAP_BENCH_PG=$PMAP_TEST_PG
+fi
+if [ -z "${PMAP_BENCH_REDIS:-}" ]; then
+  pmap_start_redis
+  export PMAP_BENCH_REDIS=$PMAP_TEST_REDIS
 fi
 
 n=100000

@@ -7,15 +7,19 @@
 #   trap 'exit 143' TERM; trap 'exit 130' INT
 #   pmap_start_postgres               # exports PMAP_TEST_PG (libpq conninfo),
 #                                     # PMAP_TEST_PG_ADMIN, PMAP_TEST_PG_RESTART
+#   pmap_start_redis                  # exports PMAP_TEST_REDIS (a redis:// URI),
+#                                     # PMAP_TEST_REDIS_SOCKET, PMAP_TEST_REDIS_RESTART
 #
-# Knobs: PMAP_PG_PORT fixes the port (default: the first free one from
-# 55432); PMAP_SVC_KEEP=1 keeps the temp dir and its logs;
+# Knobs: PMAP_PG_PORT and PMAP_REDIS_PORT fix the ports (default: the first
+# free one from 55432 and 56379); PMAP_SVC_KEEP=1 keeps the temp dir and its logs;
 # PMAP_PG_DURABLE=1 keeps PostgreSQL's defaults for fsync and
 # synchronous_commit (the benchmarks use it: commits then wait for the disk,
 # as on a production server).
 #
-# Servers run as the postgres user (initdb and postgres refuse root); for
-# the tests with fsync off: they hold test data only.
+# PostgreSQL runs as the postgres user (initdb and postgres refuse root);
+# for the tests with fsync off: they hold test data only. Redis runs with
+# its append-only file on (appendfsync everysec, Redis's own recommendation),
+# so that a restart keeps what it acknowledged.
 
 pmap_svc_dir=""
 
@@ -125,10 +129,83 @@ pmap_stop_postgres() {
   pmap_pid_gone "$pid" || pmap_stop_pid "$pid" QUIT 5
 }
 
+# Starts redis-server (daemonized, its files in $pmap_svc_dir/redis) on
+# port $1 with the test settings; waits until that very process answers.
+pmap_redis_up() {
+  local dir=$pmap_svc_dir/redis port=$1 i pid=""
+  rm -f "$dir/redis.pid"
+  : >"$dir/redis.log"
+  redis-server --bind 127.0.0.1 --port "$port" --daemonize yes --pidfile "$dir/redis.pid" \
+    --logfile "$dir/redis.log" --dir "$dir" --save '' --appendonly yes \
+    --unixsocket "$dir/redis.sock" --unixsocketperm 700 \
+    --appendfsync everysec </dev/null >/dev/null 2>&1 || return 1
+  # --daemonize returns 0 even when the server then fails to bind: wait for
+  # its pid file, then for that pid to answer on the port.
+  for ((i = 0; i < 100; i++)); do
+    if [ -s "$dir/redis.pid" ]; then
+      pid=$(cat "$dir/redis.pid")
+      if [ "$(redis-cli -p "$port" info server 2>/dev/null | tr -d '\r' |
+              sed -n 's/^process_id://p')" = "$pid" ]; then
+        return 0
+      fi
+      pmap_pid_gone "$pid" && return 1
+    elif grep -q "already in use\|Could not create" "$dir/redis.log" 2>/dev/null; then
+      return 1
+    fi
+    sleep 0.05
+  done
+  return 1
+}
+
+pmap_start_redis() {
+  local port attempt dir
+  if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+    echo "redis-server and redis-cli not found (apt-get install redis-server redis-tools)" >&2
+    return 1
+  fi
+  pmap_svc_make_dir || return 1
+  dir=$pmap_svc_dir/redis
+  mkdir -p "$dir"
+  port=$(pmap_free_port "${PMAP_REDIS_PORT:-56379}")
+  for attempt in 1 2 3 4 5; do
+    pmap_redis_up "$port" && break
+    if [ -n "${PMAP_REDIS_PORT:-}" ] || ! grep -q "already in use" "$dir/redis.log"; then
+      tail -20 "$dir/redis.log" >&2
+      echo "Redis did not start (log: $dir/redis.log)" >&2
+      return 1
+    fi
+    port=$(pmap_free_port $((port + 1)))
+  done
+  [ -s "$dir/redis.pid" ] || { echo "Redis did not start (log: $dir/redis.log)" >&2; return 1; }
+  export PMAP_TEST_REDIS="redis://127.0.0.1:$port"
+  export PMAP_TEST_REDIS_SOCKET="$dir/redis.sock"
+  # Restarts the server in place (the fault tests): SIGTERM (it writes its
+  # append-only file and exits), then the same command line again.
+  cat >"$dir/restart.sh" <<EOF
+#!/usr/bin/env bash
+set -e
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/services.sh"
+pmap_svc_dir=$pmap_svc_dir
+pmap_stop_redis
+pmap_redis_up $port
+EOF
+  chmod +x "$dir/restart.sh"
+  export PMAP_TEST_REDIS_RESTART="$dir/restart.sh"
+  pmap_svc_log "Redis $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') on 127.0.0.1:$port ($dir, appendonly everysec)"
+}
+
+pmap_stop_redis() {
+  local pidfile=$pmap_svc_dir/redis/redis.pid pid
+  [ -s "$pidfile" ] || return 0
+  pid=$(cat "$pidfile")
+  pmap_stop_pid "$pid" TERM 20
+}
+
 # Stops every server this shell started and removes the temp dir. Safe to
 # call twice, and when nothing was started.
 pmap_stop_services() {
   [ -n "$pmap_svc_dir" ] || return 0
+  pmap_stop_redis
   pmap_stop_postgres
   if [ "${PMAP_SVC_KEEP:-0}" = 1 ]; then
     pmap_svc_log "kept $pmap_svc_dir"

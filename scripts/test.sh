@@ -17,9 +17,9 @@
 #                                  suites still run their quick versions (long,
 #                                  they take hours)
 #
-# The PostgreSQL suites run against a throwaway server this script starts
-# (scripts/services.sh) and stops on every exit path; they must run: a
-# suite that skipped fails the run (PMAP_REQUIRE_SERVERS).
+# The PostgreSQL and Redis suites run against throwaway servers this script
+# starts (scripts/services.sh) and stops on every exit path; they must run:
+# a suite that skipped fails the run (PMAP_REQUIRE_SERVERS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -29,13 +29,15 @@ extra=()
 long=${PMAP_LONG_TESTS:-0}
 sanitize=${PMAP_SANITIZE:-0}
 [ "$sanitize" = 1 ] || [ "$long" = 1 ] && extra+=(clang libclang-rt-14-dev)
-pmap_install_deps libgtest-dev libgmock-dev libpq-dev postgresql "${extra[@]}"
+pmap_install_deps libgtest-dev libgmock-dev libpq-dev postgresql libhiredis-dev redis-server \
+  redis-tools "${extra[@]}"
 
 trap pmap_stop_services EXIT
 trap 'exit 143' TERM
 trap 'exit 130' INT
 pmap_start_postgres
-export PMAP_REQUIRE_SERVERS=pg
+pmap_start_redis
+export PMAP_REQUIRE_SERVERS=pg,redis
 
 # The long tests outlast the default per-test timeout (300 s).
 timeout=300
@@ -44,11 +46,15 @@ timeout=300
 run_preset() {
   local preset=$1
   echo "==> [$preset] configure and build"
-  cmake --preset "$preset" -DPMAP_TEST_TIMEOUT=$timeout -DPMAP_WITH_POSTGRES=ON >/dev/null
+  cmake --preset "$preset" -DPMAP_TEST_TIMEOUT=$timeout -DPMAP_WITH_POSTGRES=ON \
+    -DPMAP_WITH_REDIS=ON >/dev/null
   cmake --build --preset "$preset"
   echo "==> [$preset] test"
-  ctest --preset "$preset" -N -R postgres | grep -qE "Total Tests: [1-9]" || {
-    echo "[$preset] has no PostgreSQL tests: the suite would not run" >&2; exit 1; }
+  local server
+  for server in postgres redis; do
+    ctest --preset "$preset" -N -R "$server" | grep -qE "Total Tests: [1-9]" || {
+      echo "[$preset] has no $server tests: the suite would not run" >&2; exit 1; }
+  done
   ctest --preset "$preset"
 }
 
@@ -74,7 +80,7 @@ run_fuzzers() {
 run_preset dev
 if [ "$sanitize" = 1 ]; then
   echo "==> [tsa] clang -Wthread-safety build"
-  cmake --preset tsa -DPMAP_WITH_POSTGRES=ON >/dev/null
+  cmake --preset tsa -DPMAP_WITH_POSTGRES=ON -DPMAP_WITH_REDIS=ON >/dev/null
   cmake --build --preset tsa
   PMAP_LONG_TESTS=0 run_preset asan
   PMAP_LONG_TESTS=0 run_preset tsan

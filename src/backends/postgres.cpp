@@ -24,8 +24,6 @@
 
 #include <absl/container/flat_hash_map.h>
 #include <libpq-fe.h>
-#include <poll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -42,6 +40,7 @@
 #include "change_record.hpp"
 #include "file_util.hpp"
 #include "pmap/error.hpp"
+#include "wake_fd.hpp"
 
 namespace pmap {
 
@@ -774,20 +773,13 @@ std::uint64_t PostgresBackend::origin() const { return impl_->origin; }
 // channel; interrupt() wakes its wait through an eventfd.
 class PostgresBackend::Reader final : public Backend {
  public:
-  explicit Reader(const Impl& parent) : impl_(parent, true) {
-    wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (wake_fd_ < 0) detail::throw_errno(errno, impl_.where + ": cannot create an eventfd");
+  explicit Reader(const Impl& parent) : impl_(parent, true), wake_(impl_.where) {
     try {
       impl_.open_session();
     } catch (const Lost& lost) {
-      ::close(wake_fd_);
       throw Error(Errc::io, impl_.where + ": cannot open a reader session: " + lost.message);
-    } catch (...) {
-      ::close(wake_fd_);
-      throw;
     }
   }
-  ~Reader() override { ::close(wake_fd_); }
 
   void scan(ScanSink sink) override { impl_.scan_at(sink); }
   std::uint64_t scan_at(ScanSink sink) override { return impl_.scan_at(sink); }
@@ -800,14 +792,11 @@ class PostgresBackend::Reader final : public Backend {
   std::uint64_t origin() const override { return impl_.origin; }
   ChangeRead changes_since(std::uint64_t from, std::uint64_t no_values_for) override;
   void wait_for_change(std::uint64_t from, std::chrono::milliseconds timeout) override;
-  void interrupt() override {
-    const std::uint64_t one = 1;
-    (void)!::write(wake_fd_, &one, sizeof one);
-  }
+  void interrupt() override { wake_.signal(); }
 
  private:
   Impl impl_;
-  int wake_fd_ = -1;
+  detail::WakeFd wake_;
 };
 
 // In one snapshot: the record after `from`, then the value of every key put
@@ -896,15 +885,8 @@ void PostgresBackend::Reader::wait_for_change(std::uint64_t, std::chrono::millis
     const auto left =
         std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now()).count();
     if (left <= 0) return;
-    pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {PQsocket(c), POLLIN, 0}};
-    const int n = ::poll(fds, 2, static_cast<int>(left) + 1);
-    if (n < 0 && errno != EINTR) return;
-    if (fds[0].revents & POLLIN) {
-      std::uint64_t count;
-      (void)!::read(wake_fd_, &count, sizeof count);
-      return;
-    }
-    if (fds[1].revents & (POLLERR | POLLHUP | POLLNVAL)) return;
+    const auto woke = wake_.wait(PQsocket(c), std::chrono::milliseconds(left + 1));
+    if (woke == detail::WakeFd::Woke::signalled || woke == detail::WakeFd::Woke::broken) return;
   }
 }
 

@@ -15,9 +15,7 @@
 
 #include <absl/container/flat_hash_map.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <sqlite3.h>
-#include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <unistd.h>
 
@@ -38,6 +36,7 @@
 #include "change_record.hpp"
 #include "file_util.hpp"
 #include "pmap/error.hpp"
+#include "wake_fd.hpp"
 
 namespace pmap {
 namespace {
@@ -852,8 +851,7 @@ class SqliteBackend::Reader final : public Backend {
     d.prepare_reads();
     if (!d.shared) return;
     data_version_ = d.prepare("PRAGMA data_version");
-    wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (wake_fd_ < 0) detail::throw_errno(errno, d.where + ": cannot create an eventfd");
+    wake_.emplace(d.where);
     notify_fd_ = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
     const std::string wal = parent.wal_path.empty() ? d.path.string() + "-wal" : parent.wal_path;
     // Without inotify (or a WAL to watch), wait_for_change() polls.
@@ -865,7 +863,6 @@ class SqliteBackend::Reader final : public Backend {
   ~Reader() override {
     sqlite3_finalize(data_version_);
     if (notify_fd_ >= 0) ::close(notify_fd_);
-    if (wake_fd_ >= 0) ::close(wake_fd_);
   }
 
   void scan(ScanSink sink) override { impl_->scan_all(sink); }
@@ -891,10 +888,10 @@ class SqliteBackend::Reader final : public Backend {
 
   std::unique_ptr<Impl> impl_;
   sqlite3_stmt* data_version_ = nullptr;
-  long long version_ = -1;  // data_version after the last read
-  int rechecks_ = 0;        // short waits left after an inotify event
-  int notify_fd_ = -1;      // inotify on the WAL
-  int wake_fd_ = -1;        // interrupt()'s eventfd
+  long long version_ = -1;              // data_version after the last read
+  int rechecks_ = 0;                    // short waits left after an inotify event
+  int notify_fd_ = -1;                  // inotify on the WAL
+  std::optional<detail::WakeFd> wake_;  // interrupt()'s (shared mode)
 };
 
 // In the read's snapshot: every transaction after `from`, then the value of
@@ -963,12 +960,8 @@ void SqliteBackend::Reader::wait_for_change(std::uint64_t from, std::chrono::mil
   const bool short_wait = notify_fd_ < 0 || rechecks_ > 0;
   if (rechecks_ > 0) --rechecks_;
   const auto wait = short_wait ? std::min(timeout, kStep) : timeout;
-  pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {notify_fd_, POLLIN, 0}};
-  const int n = ::poll(fds, notify_fd_ >= 0 ? 2 : 1, static_cast<int>(wait.count()));
-  if (n <= 0) return;  // timeout, or EINTR: the caller reads anyway
-  char buf[4096];
-  if (fds[0].revents & POLLIN) (void)!::read(wake_fd_, buf, sizeof(std::uint64_t));
-  if (notify_fd_ >= 0 && (fds[1].revents & POLLIN)) {
+  if (wake_->wait(notify_fd_, wait) == detail::WakeFd::Woke::input) {
+    char buf[4096];
     while (::read(notify_fd_, buf, sizeof buf) > 0) {
     }
     rechecks_ = 50;  // 100 ms of short waits
@@ -977,8 +970,7 @@ void SqliteBackend::Reader::wait_for_change(std::uint64_t from, std::chrono::mil
 
 void SqliteBackend::Reader::interrupt() {
   if (!impl_->shared) return Backend::interrupt();
-  const std::uint64_t one = 1;
-  (void)!::write(wake_fd_, &one, sizeof one);
+  wake_->signal();
 }
 
 std::unique_ptr<Backend> SqliteBackend::open_reader() { return std::make_unique<Reader>(*impl_); }

@@ -18,6 +18,9 @@
 #ifdef PMAP_TEST_POSTGRES
 #include <pmap/backends/postgres.hpp>
 #endif
+#ifdef PMAP_TEST_REDIS
+#include <pmap/backends/redis.hpp>
+#endif
 
 namespace {
 
@@ -31,6 +34,7 @@ struct Flavor {
   bool persistent;
   bool readers = true;    // open_reader() gives a session
   bool postgres = false;  // needs the PostgreSQL server (PMAP_TEST_PG)
+  bool redis = false;     // needs the Redis server (PMAP_TEST_REDIS)
 };
 
 void PrintTo(const Flavor& flavor, std::ostream* os) { *os << flavor.name; }
@@ -47,6 +51,7 @@ class Conformance : public ::testing::TestWithParam<Flavor> {
  protected:
   void SetUp() override {
     if (GetParam().postgres) PMAP_NEED_POSTGRES();
+    if (GetParam().redis) PMAP_NEED_REDIS();
   }
   std::unique_ptr<pmap::Backend> open() { return GetParam().open(dir_.path()); }
   pmap_test::TempDir dir_;
@@ -201,6 +206,8 @@ TEST_P(Conformance, DescribeNamesTheStore) {
   EXPECT_EQ(d.substr(0, scheme.size() + 1), scheme + ":") << d;
   if (GetParam().postgres) {
     EXPECT_NE(d.find("#c_"), std::string::npos) << "names the table: " << d;
+  } else if (GetParam().redis) {
+    EXPECT_NE(d.find("prefix=c_"), std::string::npos) << "names the prefix: " << d;
   } else if (GetParam().persistent) {
     EXPECT_NE(d.find(dir_.path().string()), std::string::npos) << d;
   }
@@ -285,6 +292,19 @@ std::vector<Flavor> flavors() {
                                                             1000000000000ull)});
       },
       true, true, true});
+#endif
+#ifdef PMAP_TEST_REDIS
+  // A prefix per test, named after its directory.
+  all.push_back(Flavor{
+      "redis",
+      [](const std::filesystem::path& dir) {
+        const auto [host, port] = pmap_test::redis_host_port();
+        pmap::RedisOptions options{.host = host, .port = port};
+        options.prefix =
+            "c_" + std::to_string(std::hash<std::string>{}(dir.string()) % 1000000000000ull) + ":";
+        return std::make_unique<pmap::RedisBackend>(options);
+      },
+      true, true, false, true});
 #endif
   return all;
 }

@@ -26,19 +26,22 @@ quiet cmake --build "$work/by-subdir" -j2
 out=$("$work/by-subdir/consumer" "$work/b.db")
 echo "add_subdirectory consumer: $out"
 [ "$out" = "answer=42" ]
-# The optional PostgreSQL component, both ways, when this machine builds it.
-if [ -n "$(find "$work/prefix" -name pmapPostgresTargets.cmake)" ]; then
+# The optional components, both ways, when this machine builds them.
+for component in postgres redis; do
+  targets=pmap${component^}Targets.cmake
+  if [ -z "$(find "$work/prefix" -name "$targets")" ]; then
+    echo "pmap::$component not built here (no client library): its consumer is not tested"
+    continue
+  fi
   for how in "-DCMAKE_PREFIX_PATH=$work/prefix" "-DPMAP_SOURCE_DIR=$src"; do
-    rm -rf "$work/pg"
-    quiet cmake -S "$src/tests/install/consumer" -B "$work/pg" -DWITH_POSTGRES=ON "$how"
-    quiet cmake --build "$work/pg" -j2
-    out=$("$work/pg/consumer_pg")
-    echo "pmap::postgres consumer (${how%%=*}): $out"
-    [ "$out" = "postgres=registered" ]
+    rm -rf "$work/$component"
+    quiet cmake -S "$src/tests/install/consumer" -B "$work/$component" "-DWITH_${component^^}=ON" "$how"
+    quiet cmake --build "$work/$component" -j2
+    out=$("$work/$component/consumer_$([ $component = postgres ] && echo pg || echo redis)")
+    echo "pmap::$component consumer (${how%%=*}): $out"
+    [ "$out" = "$component=registered" ]
   done
-else
-  echo "pmap::postgres not built here (no libpq): its consumer is not tested"
-fi
+done
 # As a subproject, pmap must not build its tests or examples.
 ! test -e "$work/by-subdir/pmap/tests"
 ! test -e "$work/by-subdir/pmap/examples"

@@ -14,6 +14,7 @@
 #include <pmap/pmap.hpp>
 #include <thread>
 
+#include "../support/fault_run.hpp"
 #include "../support/servers.hpp"
 #include "../support/test_backend.hpp"
 
@@ -181,73 +182,11 @@ TEST_F(Postgres, AConditionalWriteAppliesOnlyOnTheValueItExpects) {
   EXPECT_EQ(b.get("d"), "x");
 }
 
-// Counts, across server sessions ended under it, and checks the store holds
-// exactly what the futures said: every acked insert, and each counter equal
-// to the updates whose futures succeeded (none applied twice, none that
-// committed reported failed).
-void write_through_faults(const std::string& uri, const std::function<void()>& fault) {
-  pmap_test::Reports reports;
-  Map map{uri, reports.options()};
-  std::atomic<bool> stop{false};
-  std::atomic<long> acked{0}, failed{0}, counted{0};
-  std::vector<std::thread> writers;
-  for (int t = 0; t < 4; ++t) {
-    writers.emplace_back([&, t] {
-      for (long i = 0; !stop; ++i) {
-        auto insert = map.insert("k" + std::to_string(t) + "_" + std::to_string(i), "v");
-        auto update = map.update("n", [](std::optional<std::string>& v) {
-          v = std::to_string(v ? std::stol(*v) + 1 : 1);
-        });
-        try {
-          insert.get();
-          ++acked;
-        } catch (const pmap::Error& e) {
-          EXPECT_EQ(e.code(), pmap::Errc::io) << e.what();
-          ++failed;
-          map.erase("k" + std::to_string(t) + "_" + std::to_string(i));  // not acked: forget it
-        }
-        try {
-          update.get();
-          ++counted;
-        } catch (const pmap::Error& e) {
-          EXPECT_EQ(e.code(), pmap::Errc::io) << e.what();
-        }
-      }
-    });
-  }
-  while (acked < 300) std::this_thread::yield();
-  fault();
-  const long after_fault = acked;
-  while (acked < after_fault + 300) std::this_thread::yield();  // the map carries on
-  stop = true;
-  for (auto& w : writers) w.join();
-  auto store = pmap::open_backend(uri);
-  EXPECT_EQ(store->get("n"), std::to_string(counted.load()))
-      << "each counted update applied once, and none that applied reported failed";
-  long present = 0;
-  store->scan([&](std::string_view k, std::string_view) { present += k[0] == 'k'; });
-  EXPECT_EQ(present, acked.load()) << "every acked insert is there (failed ones were erased)";
-  // The cache converges to the store once the watcher reconnected.
-  bool refreshed = false;
-  for (int i = 0; i < 100 && !refreshed; ++i) {
-    try {
-      map.refresh().get();
-      refreshed = true;
-    } catch (const pmap::Error&) {
-      std::this_thread::sleep_for(100ms);
-    }
-  }
-  ASSERT_TRUE(refreshed);
-  EXPECT_EQ(map.get("n"), store->get("n"));
-  std::printf("acked %ld, failed %ld, counted %ld, %zu reports\n", acked.load(), failed.load(),
-              counted.load(), reports.count());
-}
-
 TEST_F(Postgres, EndingTheServerSessionsMidRunLosesNothingAndAppliesNothingTwice) {
   // Its sessions carry a name of their own: other tests' run beside it.
   const std::string table = pmap_test::unique_table("term");
   const std::string uri = pmap_test::postgres_uri(table) + "&application_name=" + table;
-  write_through_faults(uri, [&] {
+  pmap_test::write_through_faults(uri, [&] {
     Psql psql(conninfo());
     long ended = 0;
     for (int i = 0; i < 5; ++i) {
@@ -270,7 +209,8 @@ TEST_F(Postgres, RestartingTheServerMidRunLosesNothingAndAppliesNothingTwice) {
     GTEST_SKIP() << "PMAP_TEST_PG_RESTART (a shell command restarting the server) is unset";
   }
   const std::string uri = pmap_test::postgres_uri(pmap_test::unique_table("restart"));
-  write_through_faults(uri, [&] { ASSERT_EQ(std::system(restart.c_str()), 0) << restart; });
+  pmap_test::write_through_faults(uri,
+                                  [&] { ASSERT_EQ(std::system(restart.c_str()), 0) << restart; });
 }
 
 // A commit whose connection breaks after its COMMIT was sent, while no new

@@ -103,6 +103,7 @@ TEST_P(WatchShared, ASharedStoreReportsOthersWritesAsRemote) {
   a.refresh().get();
   b.insert("theirs", "2").get();
   a.refresh().get();
+  b.refresh().get();  // b erases "mine" only once it knows of it
   b.erase("mine").get();
   a.refresh().get();
   EXPECT_EQ(rec.wait_for(3), (std::vector<std::string>{"+mine=1 L", "+theirs=2 R", "-mine R"}));

@@ -1,8 +1,10 @@
 // The database servers the tests run against: PostgreSQL when PMAP_TEST_PG
-// holds a libpq conninfo (scripts/test.sh starts a throwaway server and sets
-// it). Without it those tests skip, saying so — unless PMAP_REQUIRE_SERVERS
-// names the server ("pg"), as scripts/test.sh sets it: then they fail, so a
-// suite that did not run is never taken for one that passed.
+// holds a libpq conninfo, Redis when PMAP_TEST_REDIS holds a
+// redis://host:port URI (scripts/test.sh starts throwaway servers and sets
+// both). Without one, its tests skip, saying so — unless
+// PMAP_REQUIRE_SERVERS names the server ("pg", "redis"), as scripts/test.sh
+// sets it: then they fail, so a suite that did not run is never taken for
+// one that passed.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -13,6 +15,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <utility>
 
 namespace pmap_test {
 
@@ -55,7 +58,25 @@ inline std::string postgres_uri(const std::string& table) {
          port + "/" + db + "?table=" + table + rest;
 }
 
-// A table name no other test (in this run or an earlier one on the same
+// PMAP_TEST_REDIS ("redis://host:port", no path or query), or "" when unset.
+inline std::string redis_url() { return env_or_empty("PMAP_TEST_REDIS"); }
+
+// A URI for open_backend: the test server, the map named by `prefix`.
+inline std::string redis_uri(const std::string& prefix) {
+  return redis_url() + "?prefix=" + prefix;
+}
+
+// The host and port of PMAP_TEST_REDIS.
+inline std::pair<std::string, int> redis_host_port() {
+  std::string rest = redis_url();
+  if (rest.rfind("redis://", 0) == 0) rest = rest.substr(8);
+  rest = rest.substr(0, rest.find('/'));
+  const auto colon = rest.rfind(':');
+  if (colon == std::string::npos) return {rest, 6379};
+  return {rest.substr(0, colon), std::stoi(rest.substr(colon + 1))};
+}
+
+// A table name (or Redis prefix) no other test (in this run or an earlier one on the same
 // server) uses.
 inline std::string unique_table(const std::string& stem) {
   static std::atomic<int> counter{0};
@@ -76,4 +97,15 @@ inline std::string unique_table(const std::string& stem) {
       GTEST_SKIP() << "PMAP_TEST_PG is unset: no PostgreSQL server to test against "   \
                       "(./scripts/test.sh starts one; or set it to a libpq conninfo)"; \
     }                                                                                  \
+  } while (0)
+
+// The same for Redis.
+#define PMAP_NEED_REDIS()                                                               \
+  do {                                                                                  \
+    if (pmap_test::redis_url().empty()) {                                               \
+      if (pmap_test::server_required("redis"))                                          \
+        FAIL() << "PMAP_REQUIRE_SERVERS names redis but PMAP_TEST_REDIS is unset";      \
+      GTEST_SKIP() << "PMAP_TEST_REDIS is unset: no Redis server to test against "      \
+                      "(./scripts/test.sh starts one; or set it to redis://host:port)"; \
+    }                                                                                   \
   } while (0)
