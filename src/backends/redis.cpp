@@ -185,27 +185,48 @@ struct ReplyDeleter {
 };
 using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
 
-// One command's arguments, binary-safe; numbers are kept as text.
+// One command, formatted as RESP as its arguments are added (binary-safe;
+// numbers as text): one copy of each key and value, where hiredis's own
+// formatting makes several.
 class Args {
  public:
   Args& add(std::string_view s) {
-    argv_.push_back(s.data());
-    lens_.push_back(s.size());
+    ++count_;
+    body_ += '$';
+    append_number(body_, s.size());
+    body_ += "\r\n";
+    body_.append(s);
+    body_ += "\r\n";
     return *this;
   }
-  Args& own(std::string s) {
-    owned_.push_back(std::move(s));  // a deque: earlier elements stay put
-    return add(owned_.back());
+  Args& number(std::uint64_t n) {
+    std::string digits;
+    append_number(digits, n);
+    return add(digits);
   }
-  Args& number(std::uint64_t n) { return own(std::to_string(n)); }
-  int size() const { return static_cast<int>(argv_.size()); }
-  const char** argv() { return argv_.data(); }
-  const std::size_t* lens() const { return lens_.data(); }
+  // other's arguments after these.
+  Args& append(const Args& other) {
+    count_ += other.count_;
+    body_ += other.body_;
+    return *this;
+  }
+  // Queues the command on c (sent with the next redisGetReply).
+  bool queue(redisContext* c) const {
+    std::string head = "*";
+    append_number(head, count_);
+    head += "\r\n";
+    return redisAppendFormattedCommand(c, head.data(), head.size()) == REDIS_OK &&
+           redisAppendFormattedCommand(c, body_.data(), body_.size()) == REDIS_OK;
+  }
 
  private:
-  std::deque<std::string> owned_;
-  std::vector<const char*> argv_;
-  std::vector<std::size_t> lens_;
+  static void append_number(std::string& out, std::uint64_t n) {
+    char buf[24];
+    const auto end = std::to_chars(buf, buf + sizeof buf, n).ptr;
+    out.append(buf, end);
+  }
+  std::size_t count_ = 0;
+  std::string body_;
 };
 
 std::string_view text(const redisReply* r) {
@@ -274,11 +295,13 @@ struct RedisBackend::Impl {
   }
   // Sends args on c and waits for the reply: Lost when the connection broke
   // (c is then dead), the reply otherwise (errors included).
-  static Reply send(redisContext* c, Args& args);
+  static Reply send(redisContext* c, const Args& args);
+  // The next reply on c (sending what is queued first).
+  static Reply receive(redisContext* c);
   // On conn; an error reply throws Errc::io (doing, and the server's message).
-  Reply call(Args& args, const std::string& doing);
+  Reply call(const Args& args, const std::string& doing);
   // EVALSHA of a script (loaded again when the server lost it).
-  Reply eval(const char* script, std::string& sha, Args& args, const std::string& doing);
+  Reply eval(const char* script, std::string& sha, const Args& args, const std::string& doing);
 
   void check_layout();
   std::uint64_t scan_at(ScanSink& sink);
@@ -314,12 +337,17 @@ RedisBackend::Impl::Impl(RedisOptions opts) : options(std::move(opts)) {
   channel = base + "changes";
 }
 
-Reply RedisBackend::Impl::send(redisContext* c, Args& args) {
-  void* r = redisCommandArgv(c, args.size(), args.argv(), args.lens());
-  if (!r) throw Lost{c->errstr[0] ? c->errstr : "the connection broke"};
-  return Reply(static_cast<redisReply*>(r));
+Reply RedisBackend::Impl::send(redisContext* c, const Args& args) {
+  if (!args.queue(c)) throw Lost{"out of memory"};
+  return receive(c);
 }
 
+Reply RedisBackend::Impl::receive(redisContext* c) {
+  void* r = nullptr;
+  if (redisGetReply(c, &r) != REDIS_OK || !r)
+    throw Lost{c->errstr[0] ? c->errstr : "the connection broke"};
+  return Reply(static_cast<redisReply*>(r));
+}
 Context RedisBackend::Impl::dial() const {
   const timeval tv = to_timeval(options.timeout);
   Context c(options.socket.empty() ? redisConnectWithTimeout(options.host.c_str(), options.port, tv)
@@ -341,13 +369,13 @@ Context RedisBackend::Impl::dial() const {
   }
   // Named after the map, for CLIENT LIST (and the fault tests).
   Args name;
-  name.add("CLIENT").add("SETNAME").own("pmap/" + options.prefix);
+  name.add("CLIENT").add("SETNAME").add("pmap/" + options.prefix);
   if (const Reply r = send(c.get(), name); r->type == REDIS_REPLY_ERROR)
     throw Error(Errc::io,
                 where + ": cannot name the connection (" + std::string(text(r.get())) + ")");
   if (options.db != 0) {
     Args select;
-    select.add("SELECT").own(std::to_string(options.db));
+    select.add("SELECT").add(std::to_string(options.db));
     const Reply r = send(c.get(), select);
     if (r->type == REDIS_REPLY_ERROR)
       throw Error(Errc::io, where + ": cannot select db " + std::to_string(options.db) + " (" +
@@ -378,7 +406,7 @@ void RedisBackend::Impl::connect() {
   conn = std::move(c);
 }
 
-Reply RedisBackend::Impl::call(Args& args, const std::string& doing) {
+Reply RedisBackend::Impl::call(const Args& args, const std::string& doing) {
   live();
   Reply r = send(conn.get(), args);
   if (r->type == REDIS_REPLY_ERROR)
@@ -386,7 +414,7 @@ Reply RedisBackend::Impl::call(Args& args, const std::string& doing) {
   return r;
 }
 
-Reply RedisBackend::Impl::eval(const char* script, std::string& sha, Args& args,
+Reply RedisBackend::Impl::eval(const char* script, std::string& sha, const Args& args,
                                const std::string& doing) {
   live();
   for (int attempt = 0;; ++attempt) {
@@ -396,9 +424,7 @@ Reply RedisBackend::Impl::eval(const char* script, std::string& sha, Args& args,
       sha = std::string(text(call(load, doing).get()));
     }
     Args full;
-    full.add("EVALSHA").add(sha);
-    for (int i = 0; i < args.size(); ++i)
-      full.add(std::string_view(args.argv()[i], args.lens()[i]));
+    full.add("EVALSHA").add(sha).append(args);
     Reply r = send(conn.get(), full);
     // The server forgot the script (restarted, SCRIPT FLUSH): it did not run.
     if (r->type == REDIS_REPLY_ERROR && text(r.get()).starts_with("NOSCRIPT") && attempt == 0) {
@@ -495,7 +521,7 @@ Durability RedisBackend::Impl::commit(std::span<const Write> batch, std::span<co
   } else {
     std::string ops;
     for (const Write& w : batch) detail::append_op(ops, w);
-    args.own(std::move(ops));
+    args.add(ops);
     for (std::size_t i = 0; i < batch.size();) {
       std::size_t end = i;
       while (end < batch.size() && batch[end].op == batch[i].op &&
@@ -523,11 +549,16 @@ Durability RedisBackend::Impl::commit(std::span<const Write> batch, std::span<co
       sha = std::string(text(call(load, "cannot commit").get()));
     }
     Args full;
-    full.add("EVALSHA").add(sha);
-    for (int i = 0; i < args.size(); ++i)
-      full.add(std::string_view(args.argv()[i], args.lens()[i]));
+    full.add("EVALSHA").add(sha).append(args);
+    // With replicas, WAIT goes in the same round trip.
+    Args wait;
+    wait.add("WAIT").number(static_cast<std::uint64_t>(options.replicas))
+        .number(static_cast<std::uint64_t>(options.replica_timeout.count()));
+    if (!full.queue(conn.get()) || (options.replicas > 0 && !wait.queue(conn.get())))
+      throw Lost{"out of memory"};  // queued only: nothing was sent
     sent = true;
-    Reply r = send(conn.get(), full);
+    Reply r = receive(conn.get());
+    Reply waited = options.replicas > 0 ? receive(conn.get()) : nullptr;
     if (r->type == REDIS_REPLY_ERROR && text(r.get()).starts_with("NOSCRIPT")) {
       sha.clear();  // the server forgot it (SCRIPT FLUSH): it did not run
       --seq;
@@ -541,20 +572,15 @@ Durability RedisBackend::Impl::commit(std::span<const Write> batch, std::span<co
       if (number_of(r->element[i + 1]) == 1) c.stored = std::string(text(r->element[i + 2]));
       conflicts.push_back(std::move(c));
     }
-    if (options.replicas > 0) {
-      Args wait;
-      wait.add("WAIT")
-          .own(std::to_string(options.replicas))
-          .own(std::to_string(options.replica_timeout.count()));
-      const Reply w = send(conn.get(), wait);
-      const std::uint64_t reached = number_of(w.get());
-      if (w->type == REDIS_REPLY_ERROR || reached < static_cast<std::uint64_t>(options.replicas)) {
-        if (report)
-          report(Error(Errc::io, where + ": a commit reached " + std::to_string(reached) + " of " +
-                                     std::to_string(options.replicas) + " replicas within " +
-                                     std::to_string(options.replica_timeout.count()) +
-                                     " ms (it is on the primary; a failover now may lose it)"));
-      }
+    if (waited) {
+      const std::uint64_t reached = number_of(waited.get());
+      if ((waited->type == REDIS_REPLY_ERROR ||
+           reached < static_cast<std::uint64_t>(options.replicas)) &&
+          report)
+        report(Error(Errc::io, where + ": a commit reached " + std::to_string(reached) + " of " +
+                                   std::to_string(options.replicas) + " replicas within " +
+                                   std::to_string(options.replica_timeout.count()) +
+                                   " ms (it is on the primary; a failover now may lose it)"));
     }
     return Durability::now;
   } catch (const Lost& lost) {
