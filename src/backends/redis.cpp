@@ -7,9 +7,9 @@
 // change record's entry (position from INCR on {P}head, packed ops as in
 // change_record.hpp), notes "origin committed seq" in {P}done:<origin>, and
 // PUBLISHes the origin — atomically, since Redis runs one script at a
-// time, and in one round trip. Readers read the record with
-// another script, kReadScript, that returns the entries after a position
-// and the values of the keys they put, in one atomic step (a snapshot).
+// time, and in one round trip. Readers read the record with another
+// script, kReadScript, that returns the entries after a position and the
+// values of the keys they put, in one atomic step (a snapshot).
 //
 // A commit whose connection broke after it was sent is looked up: reconnect,
 // end the old connection on the server (CLIENT KILL ID ... ADDR ..., so a
@@ -21,11 +21,8 @@
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
-#include <cctype>
-#include <cerrno>
 #include <charconv>
-#include <cstring>
-#include <deque>
+#include <limits>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -43,9 +40,8 @@ namespace {
 
 constexpr std::size_t kMaxPrefix = 200;
 constexpr const char* kKeepRecord = "16384";  // entries the stream keeps (about)
-constexpr const char* kReadChunk = "1024";    // record entries per read script
-constexpr std::size_t kReadChunkSize = 1024;
-constexpr const char* kScanCount = "1000";  // HSCAN's COUNT
+constexpr std::size_t kReadChunk = 1024;      // record entries per read script
+constexpr const char* kScanCount = "1000";    // HSCAN's COUNT
 constexpr std::chrono::milliseconds kOwnWakeDelay{10};
 
 // KEYS: data, log, head, done. ARGV: origin, seq, tag, channel, keep, n, then
@@ -552,7 +548,8 @@ Durability RedisBackend::Impl::commit(std::span<const Write> batch, std::span<co
     full.add("EVALSHA").add(sha).append(args);
     // With replicas, WAIT goes in the same round trip.
     Args wait;
-    wait.add("WAIT").number(static_cast<std::uint64_t>(options.replicas))
+    wait.add("WAIT")
+        .number(static_cast<std::uint64_t>(options.replicas))
         .number(static_cast<std::uint64_t>(options.replica_timeout.count()));
     if (!full.queue(conn.get()) || (options.replicas > 0 && !wait.queue(conn.get())))
       throw Lost{"out of memory"};  // queued only: nothing was sent
@@ -635,7 +632,7 @@ bool RedisBackend::Impl::resolve(std::uint64_t seq_no, const std::string& why) {
   }
 }
 
-// In chunks of kReadChunkSize entries, each read atomically with the values
+// In chunks of kReadChunk entries, each read atomically with the values
 // its puts left (a later chunk's puts get later values: per key, the value
 // comes from a read at or after its last change in the result).
 Backend::ChangeRead RedisBackend::Impl::changes_since(std::uint64_t from,
@@ -647,7 +644,7 @@ Backend::ChangeRead RedisBackend::Impl::changes_since(std::uint64_t from,
     for (;;) {
       Args args;
       args.add("3").add(data).add(log).add(head);
-      args.number(read.through).add(kReadChunk).number(no_values_for);
+      args.number(read.through).number(kReadChunk).number(no_values_for);
       const Reply r = eval(kReadScript, read_sha, args, doing);
       if (r->type != REDIS_REPLY_ARRAY || r->elements != 3)
         throw Error(Errc::io, where + ": " + doing + ": the read script gave an unexpected reply");
@@ -669,11 +666,20 @@ Backend::ChangeRead RedisBackend::Impl::changes_since(std::uint64_t from,
       }
       for (std::size_t e = 0; e < entries->elements; ++e) {
         const redisReply* entry = entries->element[e];
+        const auto damaged = [&](const std::string& at) {
+          return Error(Errc::corrupt, where + ": the change record " + log + " is damaged at " +
+                                          at +
+                                          "; the map's hash itself is unaffected: reopen every "
+                                          "map on it (the record starts again from the hash)");
+        };
+        if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2 ||
+            entry->element[1]->type != REDIS_REPLY_ARRAY)
+          throw damaged("an entry after position " + std::to_string(read.through));
         const std::string_view id = text(entry->element[0]);
         const std::uint64_t pos = to_u64(id.substr(0, id.find('-')));
         if (pos != read.through + 1) return ChangeRead{true, from, {}};  // trimmed past it
         std::uint64_t entry_origin = 0, entry_tag = 0;
-        std::string_view ops;
+        std::optional<std::string_view> ops;
         const redisReply* fields = entry->element[1];
         for (std::size_t f = 0; f + 1 < fields->elements; f += 2) {
           const std::string_view name = text(fields->element[f]);
@@ -682,22 +688,19 @@ Backend::ChangeRead RedisBackend::Impl::changes_since(std::uint64_t from,
           if (name == "t") entry_tag = to_u64(value);
           if (name == "ops") ops = value;
         }
+        if (!ops) throw damaged("position " + std::to_string(pos));
         const bool own = no_values_for != 0 && entry_origin == no_values_for;
-        const bool ok = detail::parse_ops(ops, [&](Write::Op op, std::string_view key) {
+        const bool ok = detail::parse_ops(*ops, [&](Write::Op op, std::string_view key) {
           std::optional<std::string> value;
           if (op == Write::Op::put && !own)
             if (const auto it = found.find(key); it != found.end()) value = it->second;
           read.changes.push_back(
               RecordedChange{entry_origin, entry_tag, op, std::string(key), std::move(value)});
         });
-        if (!ok)
-          throw Error(Errc::corrupt, where + ": the change record " + log +
-                                         " is damaged at position " + std::to_string(pos) +
-                                         "; the map's hash itself is unaffected: reopen every "
-                                         "map on it (the record starts again from the hash)");
+        if (!ok) throw damaged("position " + std::to_string(pos));
         read.through = pos;
       }
-      if (entries->elements < kReadChunkSize) return read;
+      if (entries->elements < kReadChunk) return read;
     }
   } catch (const Lost& lost) {
     conn.reset();
@@ -887,11 +890,13 @@ std::unique_ptr<Backend> open_uri(std::string_view scheme, std::string_view rest
     if (!percent_decode(in, out)) throw bad(std::string("malformed %-escape in the ") + what);
     return out;
   };
-  const auto number = [&](std::string_view in, const char* what) {
+  const auto number = [&](std::string_view in, const char* what,
+                          long long max = std::numeric_limits<int>::max()) {
     long long v = 0;
     const auto [end, ec] = std::from_chars(in.data(), in.data() + in.size(), v);
-    if (ec != std::errc() || end != in.data() + in.size() || v < 0)
-      throw bad(std::string(what) + " must be a number, not \"" + std::string(in) + "\"");
+    if (ec != std::errc() || end != in.data() + in.size() || v < 0 || v > max)
+      throw bad(std::string(what) + " must be a number from 0 to " + std::to_string(max) +
+                ", not \"" + std::string(in) + "\"");
     return v;
   };
   if (scheme == "rediss")
@@ -937,12 +942,12 @@ std::unique_ptr<Backend> open_uri(std::string_view scheme, std::string_view rest
       options.host = std::string(hostport.substr(1, close - 1));
       hostport.remove_prefix(close + 1);
       if (hostport.starts_with(":"))
-        options.port = static_cast<int>(number(hostport.substr(1), "the port"));
+        options.port = static_cast<int>(number(hostport.substr(1), "the port", 65535));
     } else {
       const auto colon = hostport.rfind(':');
       options.host = std::string(hostport.substr(0, colon));
       if (colon != std::string_view::npos)
-        options.port = static_cast<int>(number(hostport.substr(colon + 1), "the port"));
+        options.port = static_cast<int>(number(hostport.substr(colon + 1), "the port", 65535));
     }
     if (options.host.empty()) options.host = "127.0.0.1";
   }
@@ -954,13 +959,15 @@ std::unique_ptr<Backend> open_uri(std::string_view scheme, std::string_view rest
     else if (name == "password")
       options.password = decode(value, "password");
     else if (name == "timeout")
-      options.timeout = std::chrono::milliseconds(number(value, "timeout"));
+      options.timeout = std::chrono::milliseconds(number(value, "timeout", 86400000));
     else if (name == "resolve_timeout")
-      options.resolve_timeout = std::chrono::milliseconds(number(value, "resolve_timeout"));
+      options.resolve_timeout =
+          std::chrono::milliseconds(number(value, "resolve_timeout", 86400000));
     else if (name == "replicas")
       options.replicas = static_cast<int>(number(value, "replicas"));
     else if (name == "replica_timeout")
-      options.replica_timeout = std::chrono::milliseconds(number(value, "replica_timeout"));
+      options.replica_timeout =
+          std::chrono::milliseconds(number(value, "replica_timeout", 86400000));
     else
       throw bad("unknown parameter \"" + std::string(name) +
                 "\" (known: prefix, db, password, timeout, resolve_timeout, replicas, "

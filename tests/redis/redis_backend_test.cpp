@@ -143,7 +143,9 @@ TEST_F(Redis, UrisOpenTheirDbAndPrefixOverTcpAndTheUnixSocket) {
   for (const std::string& bad :
        {pmap_test::redis_url() + "?prefix=" + prefix + "&no_such=1",
         pmap_test::redis_url() + "/x?prefix=" + prefix, std::string("rediss://h:6379"),
-        pmap_test::redis_url() + "?prefix=has%20space", std::string("redis+unix:relative/path")}) {
+        std::string("redis://h:99999"), std::string("redis://h:1/99999999999"),
+        std::string("redis://h:1?prefix=%zz"), pmap_test::redis_url() + "?prefix=has%20space",
+        std::string("redis+unix:relative/path")}) {
     const pmap::Error e = error_of([&] { pmap::open_backend(bad); });
     EXPECT_EQ(e.code(), pmap::Errc::invalid_argument) << bad << ": " << e.what();
   }
@@ -249,6 +251,28 @@ TEST_F(Redis, AReadBehindTheTrimmedOrDeletedRecordIsAGap) {
   EXPECT_EQ(recent.changes.back().value, "16999");
   Cli().run({"DEL", "{" + o.prefix + "}log"});
   EXPECT_TRUE(reader->changes_since(16990, 0).gap) << "the record is gone";
+}
+
+// An entry of the record that is not the map's (written by hand) is a
+// corrupt record, named as such — never a crash, never skipped in silence.
+TEST_F(Redis, ADamagedRecordIsACorruptErrorNamingIt) {
+  const auto o = options("damaged");
+  pmap::RedisBackend b(o);
+  auto reader = b.open_reader();
+  b.write(std::vector<Write>{{Op::put, "a", "1"}});
+  Cli cli;
+  const std::string base = "{" + o.prefix + "}";
+  ASSERT_EQ(cli.run({"INCR", base + "head"}), "2");
+  ASSERT_EQ(cli.run({"XADD", base + "log", "2-1", "hand", "written"}), "2-1");
+  const pmap::Error e = error_of([&] { reader->changes_since(0, 0); });
+  EXPECT_EQ(e.code(), pmap::Errc::corrupt) << e.what();
+  EXPECT_NE(std::string(e.what()).find("damaged at position 2"), std::string::npos) << e.what();
+  // Past it (where a map reopened on the store starts), reads go on.
+  b.write(std::vector<Write>{{Op::put, "b", "2"}});
+  const auto after = reader->changes_since(2, 0);
+  EXPECT_FALSE(after.gap);
+  ASSERT_EQ(after.changes.size(), 1u);
+  EXPECT_EQ(after.changes[0].value, "2");
 }
 
 // WAIT: a commit that reaches fewer replicas than asked for is reported,
