@@ -344,6 +344,7 @@ Reply RedisBackend::Impl::receive(redisContext* c) {
     throw Lost{c->errstr[0] ? c->errstr : "the connection broke"};
   return Reply(static_cast<redisReply*>(r));
 }
+
 Context RedisBackend::Impl::dial() const {
   const timeval tv = to_timeval(options.timeout);
   Context c(options.socket.empty() ? redisConnectWithTimeout(options.host.c_str(), options.port, tv)
