@@ -214,7 +214,7 @@ TEST_F(Redis, AConditionalWriteAppliesOnlyOnTheValueItExpects) {
                               {Op::put, "b", "2"},   // expects 0: conflicts (b holds 1)
                               {Op::put, "c", "2"},   // expects absent: applies
                               {Op::put, "a", "3"},   // expects 2 (the batch's own put): applies
-                              {Op::put, "e", "x"}};  // expects absent, but... see below
+                              {Op::put, "e", "x"}};  // no condition: applies
   std::vector<pmap::Backend::Expect> expect = {{0, "1"}, {1, "0"}, {2, std::nullopt}, {3, "2"}};
   std::vector<pmap::Backend::Conflict> conflicts;
   b.commit_shared(batch, expect, 7, conflicts);
