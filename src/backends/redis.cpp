@@ -296,7 +296,14 @@ struct RedisBackend::Impl {
   static Reply receive(redisContext* c);
   // On conn; an error reply throws Errc::io (doing, and the server's message).
   Reply call(const Args& args, const std::string& doing);
-  // EVALSHA of a script (loaded again when the server lost it).
+  // "EVALSHA <sha> <args>", the script loaded first (SCRIPT LOAD, which
+  // runs nothing) when sha is not known yet.
+  Args evalsha(const char* script, std::string& sha, const Args& args, const std::string& doing);
+  // The server forgot the script (restarted, SCRIPT FLUSH): it did not run.
+  static bool forgotten(const redisReply* r) {
+    return r->type == REDIS_REPLY_ERROR && text(r).starts_with("NOSCRIPT");
+  }
+  // evalsha() sent and answered, loaded again once if the server forgot it.
   Reply eval(const char* script, std::string& sha, const Args& args, const std::string& doing);
 
   void check_layout();
@@ -411,27 +418,29 @@ Reply RedisBackend::Impl::call(const Args& args, const std::string& doing) {
   return r;
 }
 
+Args RedisBackend::Impl::evalsha(const char* script, std::string& sha, const Args& args,
+                                 const std::string& doing) {
+  if (sha.empty()) {
+    Args load;
+    load.add("SCRIPT").add("LOAD").add(script);
+    sha = std::string(text(call(load, doing).get()));
+  }
+  Args full;
+  full.add("EVALSHA").add(sha).append(args);
+  return full;
+}
+
 Reply RedisBackend::Impl::eval(const char* script, std::string& sha, const Args& args,
                                const std::string& doing) {
   live();
-  for (int attempt = 0;; ++attempt) {
-    if (sha.empty()) {
-      Args load;
-      load.add("SCRIPT").add("LOAD").add(script);
-      sha = std::string(text(call(load, doing).get()));
-    }
-    Args full;
-    full.add("EVALSHA").add(sha).append(args);
-    Reply r = send(conn.get(), full);
-    // The server forgot the script (restarted, SCRIPT FLUSH): it did not run.
-    if (r->type == REDIS_REPLY_ERROR && text(r.get()).starts_with("NOSCRIPT") && attempt == 0) {
-      sha.clear();
-      continue;
-    }
-    if (r->type == REDIS_REPLY_ERROR)
-      throw Error(Errc::io, where + ": " + doing + ": " + std::string(text(r.get())));
-    return r;
+  Reply r = send(conn.get(), evalsha(script, sha, args, doing));
+  if (forgotten(r.get())) {
+    sha.clear();
+    r = send(conn.get(), evalsha(script, sha, args, doing));
   }
+  if (r->type == REDIS_REPLY_ERROR)
+    throw Error(Errc::io, where + ": " + doing + ": " + std::string(text(r.get())));
+  return r;
 }
 
 // Each key of the layout is absent or of its type: never altered otherwise.
@@ -538,15 +547,9 @@ Durability RedisBackend::Impl::commit(std::span<const Write> batch, std::span<co
   std::string& sha = conditional ? commit_sha : apply_sha;
   bool sent = false;
   try {
-    // Loading the script (when the server lost it) runs nothing: only the
-    // EVALSHA itself leaves the outcome in doubt.
-    if (sha.empty()) {
-      Args load;
-      load.add("SCRIPT").add("LOAD").add(script);
-      sha = std::string(text(call(load, "cannot commit").get()));
-    }
-    Args full;
-    full.add("EVALSHA").add(sha).append(args);
+    // Loading the script runs nothing: only the EVALSHA itself leaves the
+    // outcome in doubt.
+    const Args full = evalsha(script, sha, args, "cannot commit");
     // With replicas, WAIT goes in the same round trip.
     Args wait;
     wait.add("WAIT")
@@ -557,8 +560,8 @@ Durability RedisBackend::Impl::commit(std::span<const Write> batch, std::span<co
     sent = true;
     Reply r = receive(conn.get());
     Reply waited = options.replicas > 0 ? receive(conn.get()) : nullptr;
-    if (r->type == REDIS_REPLY_ERROR && text(r.get()).starts_with("NOSCRIPT")) {
-      sha.clear();  // the server forgot it (SCRIPT FLUSH): it did not run
+    if (forgotten(r.get())) {
+      sha.clear();
       --seq;
       return commit(batch, expect, tag, conflicts);
     }
