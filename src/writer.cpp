@@ -85,6 +85,16 @@ Backend* Store::backend() const { return writer_->backend(); }
 
 // ---------------------------------------------------------------- Writer
 
+namespace {
+// The most writes in one group: Options::max_group_writes, or the backend's
+// own limit if that is smaller.
+std::size_t group_writes(const Options& options, const Backend& backend) {
+  const std::size_t limit = backend.max_commit_writes();
+  return std::max<std::size_t>(
+      limit ? std::min(options.max_group_writes, limit) : options.max_group_writes, 1);
+}
+}  // namespace
+
 Writer::Writer(std::unique_ptr<Backend> backend, std::shared_ptr<Completion> completion,
                const Options& options, Store::Repair repair, Store::Committed committed)
     : backend_(std::move(backend)),
@@ -93,7 +103,7 @@ Writer::Writer(std::unique_ptr<Backend> backend, std::shared_ptr<Completion> com
       repair_(std::move(repair)),
       committed_(std::move(committed)),
       max_pending_(std::max<std::size_t>(options.max_pending_writes, 1)),
-      max_group_writes_(std::max<std::size_t>(options.max_group_writes, 1)),
+      max_group_writes_(group_writes(options, *backend_)),
       max_group_bytes_(std::max<std::size_t>(options.max_group_bytes, 1)),
       open_backend_(backend_.get()),
       shared_(backend_->shared()) {

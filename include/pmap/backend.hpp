@@ -108,6 +108,14 @@ class Backend {
   // write, until it is reopened. Default: nothing to do.
   virtual void sync() {}
 
+  // The most writes this backend wants in one commit(). The map's writer
+  // ends a group there, or at Options::max_group_writes if that is smaller,
+  // but never splits one apply(). A server that runs a commit as one step
+  // no other client can interleave with (Redis) keeps its other clients
+  // waiting for less this way. Called once, by the map's constructor.
+  // Default: 0, no limit of the backend's own.
+  virtual std::size_t max_commit_writes() const { return 0; }
+
   // A second session on the same store, for reading beside the map's writer
   // (a read-only opener, a watcher, reads that bypass the cache): its scan()
   // and get() may run on another thread while this backend commits, and see

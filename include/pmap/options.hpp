@@ -39,7 +39,10 @@ struct Options {
 
   // Upper bound of one group commit (one backend transaction), in writes and
   // in encoded bytes. A bigger group amortises fsync better; a smaller one
-  // lets the first futures complete sooner. Default: 16384 writes, 16 MiB.
+  // lets the first futures complete sooner. A backend may ask for fewer
+  // writes (Backend::max_commit_writes(); Redis: 1,000), and then the
+  // smaller limit holds. One apply() is never split, whatever its size.
+  // Default: 16384 writes, 16 MiB.
   std::size_t max_group_writes = 16384;
   std::size_t max_group_bytes = 16u << 20;
 

@@ -504,25 +504,43 @@ TEST(Invariant5_GroupCommit, WritesWaitingTogetherCommitTogether) {
   EXPECT_EQ(control->writes.load(), 2) << "1000 waiting writers should share one commit";
 }
 
-TEST(Invariant5_GroupCommit, GroupsRespectTheConfiguredLimitAndNeverSplitABatch) {
+// Commits of a burst held up behind a first write: 95 single inserts, then
+// an apply() of 25, with these group limits (0: the backend sets none).
+int commits_of_a_burst(std::size_t option_limit, std::size_t backend_limit) {
   auto control = std::make_shared<Control>();
+  control->max_commit_writes = backend_limit;
   Gate gate;
   control->pause_in_write = &gate;
   pmap::Options options;
-  options.max_group_writes = 10;
+  options.max_group_writes = option_limit;
   Map map{std::make_unique<TestBackend>(control), options};
   auto first = map.insert("first", "x");
-  ASSERT_TRUE(gate.wait_arrivals(1));
+  EXPECT_TRUE(gate.wait_arrivals(1));
   for (int i = 0; i < 95; ++i) map.insert(std::to_string(i), "v");
   pmap::Batch<std::string, std::string> batch;
   for (int i = 0; i < 25; ++i) batch.insert("b" + std::to_string(i), "v");
   auto applied = map.apply(batch);
   gate.open();
   applied.get();
+  EXPECT_EQ(control->written_ops.load(), 121);
+  return control->writes.load();
+}
+
+TEST(Invariant5_GroupCommit, GroupsRespectTheConfiguredLimitAndNeverSplitABatch) {
   // 1 + ceil(95/10)=10 groups of singles (the last takes 5 and then the
   // whole batch of 25, never split).
-  EXPECT_EQ(control->written_ops.load(), 121);
-  EXPECT_EQ(control->writes.load(), 11);
+  EXPECT_EQ(commits_of_a_burst(10, 0), 11);
+}
+
+// A backend's own limit ends a group too; of it and Options::max_group_writes
+// the smaller wins, and a batch is still never split.
+TEST(Invariant5_GroupCommit, TheBackendsCommitLimitEndsAGroupAndTheSmallerLimitWins) {
+  EXPECT_EQ(commits_of_a_burst(16384, 10), 11);
+  EXPECT_EQ(commits_of_a_burst(20, 10), 11);
+  EXPECT_EQ(commits_of_a_burst(10, 20), 11);
+  // 1, then 50, then 45 and the batch of 25 (a group ends only between
+  // operations).
+  EXPECT_EQ(commits_of_a_burst(16384, 50), 3);
 }
 
 // --- 6. Bounded memory: back-pressure -------------------------------------------

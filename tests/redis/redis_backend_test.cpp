@@ -234,6 +234,29 @@ TEST_F(Redis, AConditionalWriteAppliesOnlyOnTheValueItExpects) {
   EXPECT_EQ(b.get("nope"), std::nullopt);
 }
 
+// A commit is one script the whole server waits behind, so a burst is
+// committed in scripts of at most 1,000 writes (max_commit_writes()), never
+// as one of 5,000.
+TEST_F(Redis, ABurstIsCommittedInScriptsOfAtMostAThousandWrites) {
+  const auto o = options("burst");
+  Map map{pmap::RedisBackend(o)};
+  Cli cli;
+  {
+    // The server holds every write back until UNPAUSE: the burst queues up
+    // in the map behind its first commit, all of it taken at once after.
+    ASSERT_EQ(cli.run({"CLIENT", "PAUSE", "60000", "WRITE"}), "OK");
+    struct Unpause {
+      Cli& cli;
+      ~Unpause() { EXPECT_EQ(cli.run({"CLIENT", "UNPAUSE"}), "OK"); }
+    } unpause{cli};
+    for (int i = 0; i < 5000; ++i) map.insert("k" + std::to_string(i), "v");
+  }
+  map.flush().get();
+  const std::string base = "{" + o.prefix + "}";
+  EXPECT_EQ(cli.run({"HLEN", base + "data"}), "5000");
+  EXPECT_GE(std::stoi(cli.run({"XLEN", base + "log"})), 5) << "one record entry per commit";
+}
+
 // A reader that fell behind the trimmed stream, or finds the record
 // deleted, is told to reload (a gap), never handed a partial history.
 TEST_F(Redis, AReadBehindTheTrimmedOrDeletedRecordIsAGap) {
@@ -289,15 +312,18 @@ TEST_F(Redis, ACommitThatReachesTooFewReplicasIsReportedAndKept) {
   EXPECT_EQ(reports.mentioning("reached 0 of 1 replicas within 100 ms").size(), 1u);
   EXPECT_EQ(pmap::RedisBackend(o).get("k"), "v") << "it is on the primary";
 
-  // A replica of the test server, as a child process of this test.
+  // A replica of the test server, as a child process of this test, keeping
+  // the copy it syncs in a directory of its own.
   const int port = pmap_test::redis_host_port().second + 1000 + getpid() % 1000;
+  const pmap_test::TempDir dir;
+  const std::string p = std::to_string(port),
+                    master = std::to_string(pmap_test::redis_host_port().second),
+                    dir_path = dir.path().string();
   const pid_t replica = fork();
   if (replica == 0) {
-    const std::string p = std::to_string(port),
-                      master = std::to_string(pmap_test::redis_host_port().second);
-    execlp("redis-server", "redis-server", "--port", p.c_str(), "--bind", "127.0.0.1", "--save", "",
-           "--appendonly", "no", "--replicaof", "127.0.0.1", master.c_str(), "--loglevel",
-           "warning", static_cast<char*>(nullptr));
+    execlp("redis-server", "redis-server", "--port", p.c_str(), "--bind", "127.0.0.1", "--dir",
+           dir_path.c_str(), "--save", "", "--appendonly", "no", "--replicaof", "127.0.0.1",
+           master.c_str(), "--loglevel", "warning", static_cast<char*>(nullptr));
     _exit(127);
   }
   ASSERT_GT(replica, 0);

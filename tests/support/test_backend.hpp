@@ -57,6 +57,7 @@ struct Control {
   std::atomic<int> fail_flushes{0};
   std::atomic<bool> unreadable{false};  // get() and scan() throw, as a damaged store's would
   Gate* pause_in_write = nullptr;       // if set, the next write() waits at it (once)
+  std::size_t max_commit_writes = 0;    // what max_commit_writes() answers
   std::mutex mu;
 };
 
@@ -94,6 +95,7 @@ class TestBackend final : public pmap::Backend {
     }
   }
   std::string describe() const override { return "test:"; }
+  std::size_t max_commit_writes() const override { return control_->max_commit_writes; }
 
   pmap::MemoryBackend& inner() { return inner_; }
 
