@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 pmap_install_deps
 
 cmake --preset release >/dev/null
-cmake --build --preset release --target pmap_demo
+cmake --build --preset release --target pmap_demo pmapctl
 
 mkdir -p build/demo
 db=build/demo/pmap-demo.db
@@ -17,3 +17,9 @@ build/release/examples/pmap_demo "$db"
 echo
 echo "==> second run, a new process on the same file"
 build/release/examples/pmap_demo "$db"
+echo
+echo "==> what the store holds, from the shell: pmapctl list and pmapctl stats"
+echo "\$ pmapctl list sqlite:$db"
+build/release/tools/pmapctl/pmapctl list "sqlite:$db"
+echo "\$ pmapctl stats sqlite:$db"
+build/release/tools/pmapctl/pmapctl stats "sqlite:$db"

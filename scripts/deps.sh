@@ -1,7 +1,7 @@
 # Sourced by demo.sh and test.sh: installs the Debian packages the build needs
 # when they are missing (as root), or prints the command and stops.
 pmap_install_deps() {
-  local pkgs=(cmake make g++ pkg-config libsqlite3-dev nlohmann-json3-dev libabsl-dev "$@")
+  local pkgs=(cmake make g++ pkg-config libsqlite3-dev nlohmann-json3-dev libabsl-dev libcli11-dev "$@")
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -51,9 +51,9 @@ run_preset() {
   cmake --build --preset "$preset"
   echo "==> [$preset] test"
   local server
-  for server in postgres redis; do
-    ctest --preset "$preset" -N -R "$server" | grep -qE "Total Tests: [1-9]" || {
-      echo "[$preset] has no $server tests: the suite would not run" >&2; exit 1; }
+  for suite in postgres redis Pmapctl; do
+    ctest --preset "$preset" -N -R "$suite" | grep -qE "Total Tests: [1-9]" || {
+      echo "[$preset] has no $suite tests: the suite would not run" >&2; exit 1; }
   done
   ctest --preset "$preset"
 }

@@ -110,6 +110,13 @@ std::vector<QueryParam> parse_query(std::string_view query) {
   return out;
 }
 
+bool parse_bool(std::string_view uri, std::string_view name, std::string_view value) {
+  if (value == "true" || value == "1") return true;
+  if (value == "false" || value == "0") return false;
+  throw Error(Errc::invalid_argument, std::string(uri) + ": " + std::string(name) + "=" +
+                                          std::string(value) + " is not one of true, false");
+}
+
 }  // namespace detail
 
 std::string redact_uri(std::string_view uri) {

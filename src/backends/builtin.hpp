@@ -25,5 +25,8 @@ struct QueryParam {
 };
 // "a=1&b=2" -> {a: 1, b: 2}, in order; an empty query gives none.
 std::vector<QueryParam> parse_query(std::string_view query);
+// "true"/"1" or "false"/"0"; anything else is Errc::invalid_argument naming
+// uri (already redacted) and the parameter.
+bool parse_bool(std::string_view uri, std::string_view name, std::string_view value);
 
 }  // namespace pmap::detail

@@ -36,12 +36,14 @@
 #include <cstdio>
 #include <functional>
 #include <map>
+#include <optional>
 #include <utility>
 #include <vector>
 
 #include "builtin.hpp"
 #include "file_util.hpp"
 #include "pmap/error.hpp"
+#include "text_util.hpp"
 
 namespace pmap {
 namespace {
@@ -52,24 +54,6 @@ constexpr std::string_view kBom = "\xEF\xBB\xBF";
 // Below this many lines a file is never compacted after a write: rewriting
 // a tiny file on every other write would cost more fsyncs than it saves.
 constexpr std::size_t kMinLinesToCompact = 64;
-
-bool needs_quotes(std::string_view field) {
-  if (!field.empty() && field.front() == '#') return true;
-  return field.find_first_of(",\"\r\n") != std::string_view::npos;
-}
-
-void append_field(std::string& out, std::string_view field, bool quote_empty = false) {
-  if (!needs_quotes(field) && !(quote_empty && field.empty())) {
-    out.append(field);
-    return;
-  }
-  out.push_back('"');
-  for (char c : field) {
-    if (c == '"') out.push_back('"');
-    out.push_back(c);
-  }
-  out.push_back('"');
-}
 
 struct Field {
   std::string text;
@@ -171,7 +155,7 @@ const char* describe_status(Parser::Status s) {
 struct CsvBackend::Impl {
   std::filesystem::path path;
   std::string where;
-  detail::FileLock lock;
+  std::optional<detail::FileLock> lock;  // none for a read-only opener
   detail::FileWatch watch{path};
   std::map<std::string, std::string, std::less<>> entries;  // the committed state
   std::size_t live_bytes = 0;                               // the bytes of entries' keys and values
@@ -186,6 +170,7 @@ struct CsvBackend::Impl {
   bool directory_unsynced = false;  // a rename or create is not durable yet
   bool untidy = false;              // not compact, though every line is live
   bool opened = false;              // the constructor completed: closing may compact
+  bool read_only = false;           // CsvOptions::read_only: never written
 
   // Compaction: an optimisation that may fail (see compact()).
   std::function<void(const Error&)> report;  // Backend::report_to's; until then:
@@ -193,7 +178,7 @@ struct CsvBackend::Impl {
   bool compaction_reported = false;  // since the last compaction that ran
   std::size_t retry_at = 0;          // after a failed attempt: lines before the next
 
-  Impl(std::filesystem::path p, std::string w, detail::FileLock l)
+  Impl(std::filesystem::path p, std::string w, std::optional<detail::FileLock> l)
       : path(std::move(p)), where(std::move(w)), lock(std::move(l)) {}
   ~Impl() {
     // At rest the file is compact; but never recreate or overwrite a file
@@ -346,9 +331,9 @@ struct CsvBackend::Impl {
   std::string compact_form() const {
     std::string out(kHeader);
     for (const auto& [key, value] : entries) {
-      append_field(out, key);
+      detail::append_csv_field(out, key);
       out.push_back(',');
-      append_field(out, value);
+      detail::append_csv_field(out, value);
       out.push_back('\n');
     }
     return out;
@@ -361,7 +346,7 @@ struct CsvBackend::Impl {
     const int f = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
     if (f < 0) detail::throw_errno(errno, where + ": cannot open for writing");
     try {
-      if (!lock.on_data_file()) detail::lock_data_file(f, "CSV file " + path.string());
+      if (!lock->on_data_file()) detail::lock_data_file(f, "CSV file " + path.string());
       size = ::lseek(f, 0, SEEK_END);
       if (size < 0) detail::throw_errno(errno, where + ": cannot seek");
       watch.seen(where);
@@ -436,7 +421,7 @@ struct CsvBackend::Impl {
                                "to be. Compaction is tried again after writes, at close and at "
                                "the next open."));
     };
-    if (lock.on_data_file()) {
+    if (lock->on_data_file()) {
       skipped("the lock file " + path.string() +
               ".pmap-lock could not be created, so the file itself is locked, and "
               "compaction would replace it; give the directory room and write permission");
@@ -503,10 +488,10 @@ struct CsvBackend::Impl {
   void append(std::span<const Write> batch) {
     std::string body;
     for (const Write& w : batch) {
-      append_field(body, w.key, /*quote_empty=*/w.op == Write::Op::erase);
+      detail::append_csv_field(body, w.key, /*quote_empty=*/w.op == Write::Op::erase);
       if (w.op == Write::Op::put) {
         body.push_back(',');
-        append_field(body, w.value);
+        detail::append_csv_field(body, w.value);
       }
       body.push_back('\n');
     }
@@ -545,7 +530,7 @@ struct CsvBackend::Impl {
   }
 };
 
-CsvBackend::CsvBackend(std::filesystem::path path) {
+CsvBackend::CsvBackend(std::filesystem::path path, CsvOptions options) {
   if (path.empty()) throw Error(Errc::invalid_argument, "CsvBackend: the path is empty");
   path = std::filesystem::absolute(path).lexically_normal();
   detail::check_file_path(path, "CSV file");
@@ -553,6 +538,16 @@ CsvBackend::CsvBackend(std::filesystem::path path) {
   const std::filesystem::path tmp = path.string() + ".pmap-tmp";
   std::error_code ec;
   const bool exists = std::filesystem::exists(path, ec);
+  if (options.read_only) {
+    // No lock, nothing created or rewritten: the file as it is now (a
+    // holder's batch torn mid-append is not there yet).
+    if (!exists)
+      throw Error(Errc::io, where + ": no such file (a read-only opener creates nothing)");
+    impl_ = std::make_unique<Impl>(path, where, std::nullopt);
+    impl_->read_only = true;
+    impl_->load(detail::read_file(path));
+    return;
+  }
   detail::FileLock lock(path.string() + ".pmap-lock", "CSV file " + path.string(),
                         exists ? &path : nullptr);
   impl_ = std::make_unique<Impl>(path, where, std::move(lock));
@@ -594,6 +589,9 @@ std::optional<std::string> CsvBackend::get(std::string_view key) {
 
 void CsvBackend::write(std::span<const Write> batch) {
   Impl& d = *impl_;
+  if (d.read_only)
+    throw Error(Errc::invalid_argument,
+                d.where + ": opened read-only (CsvOptions::read_only); it cannot be written");
   d.prepare_write();
   const auto last_clear = std::find_if(batch.rbegin(), batch.rend(),
                                        [](const Write& w) { return w.op == Write::Op::clear; });
@@ -655,8 +653,20 @@ void CsvBackend::report_to(std::function<void(const Error&)> report) {
 std::string CsvBackend::describe() const { return impl_ ? impl_->where : "csv:(moved-from)"; }
 
 std::unique_ptr<Backend> detail::open_csv_uri(std::string_view rest) {
-  if (rest.empty()) throw Error(Errc::invalid_argument, "URI csv: needs a path, e.g. csv:data.csv");
-  return std::make_unique<CsvBackend>(std::string(rest));
+  const auto q = rest.find('?');
+  const std::string path(rest.substr(0, q));
+  if (path.empty()) throw Error(Errc::invalid_argument, "URI csv: needs a path, e.g. csv:data.csv");
+  CsvOptions options;
+  if (q != std::string_view::npos) {
+    const std::string uri = "URI " + redact_uri("csv:" + std::string(rest));
+    for (const auto& [name, value] : parse_query(rest.substr(q + 1))) {
+      if (name != "read_only")
+        throw Error(Errc::invalid_argument, uri + ": unknown parameter \"" + std::string(name) +
+                                                "\" (csv: takes read_only=true|false)");
+      options.read_only = parse_bool(uri, name, value);
+    }
+  }
+  return std::make_unique<CsvBackend>(path, options);
 }
 
 }  // namespace pmap

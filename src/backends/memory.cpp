@@ -107,9 +107,19 @@ std::string MemoryBackend::describe() const { return "memory:"; }
 std::unique_ptr<Backend> MemoryBackend::open_reader() { return std::make_unique<Reader>(impl_); }
 
 std::unique_ptr<Backend> detail::open_memory_uri(std::string_view rest) {
-  if (!rest.empty())
-    throw Error(Errc::invalid_argument,
-                "URI memory:" + redact_uri(rest) + ": memory: takes nothing after the colon");
+  // "memory:?read_only=true": an empty store that cannot be written (the
+  // parameter every built-in scheme takes, so tools may always add it).
+  bool read_only = false;
+  const std::string uri = "URI " + redact_uri("memory:" + std::string(rest));
+  if (!rest.empty() && rest.front() != '?')
+    throw Error(Errc::invalid_argument, uri + ": memory: takes no path, only ?read_only=true");
+  for (const auto& [name, value] : parse_query(rest.empty() ? rest : rest.substr(1))) {
+    if (name != "read_only")
+      throw Error(Errc::invalid_argument, uri + ": unknown parameter \"" + std::string(name) +
+                                              "\" (memory: takes read_only=true|false)");
+    read_only = parse_bool(uri, name, value);
+  }
+  if (read_only) return MemoryBackend().open_reader();  // it keeps the entries alive
   return std::make_unique<MemoryBackend>();
 }
 

@@ -430,21 +430,29 @@ std::vector<Result> PostgresBackend::Impl::pipeline(const std::vector<Step>& ste
 
 void PostgresBackend::Impl::create_or_check() {
   const std::string doing = "cannot create or check the table";
-  // Under the table's lock: two processes opening a new table at once.
-  exec("BEGIN", doing);
-  exec("SELECT pg_advisory_xact_lock(" + std::to_string(lock) + ")", doing);
   const auto exists = [&](const std::string& quoted) {
     const Result r = exec("SELECT to_regclass('" + quoted + "') IS NOT NULL", doing);
     return std::string_view(PQgetvalue(r.get(), 0, 0)) == "t";
   };
-  if (!exists(table))
-    exec("CREATE TABLE " + table + " (key bytea PRIMARY KEY, value bytea NOT NULL)", doing);
-  if (!exists(log))
-    exec("CREATE TABLE " + log +
-             " (pos bigint PRIMARY KEY, origin bigint NOT NULL, seq bigint NOT NULL, "
-             "tag bigint NOT NULL, ops bytea NOT NULL)",
-         doing);
-  exec("COMMIT", doing);
+  if (options.read_only) {
+    for (const std::string* t : {&table, &log})
+      if (!exists(*t))
+        throw Error(Errc::invalid_argument,
+                    where + ": there is no table " + *t +
+                        " (a read-only opener creates nothing; is the table name right?)");
+  } else {
+    // Under the table's lock: two processes opening a new table at once.
+    exec("BEGIN", doing);
+    exec("SELECT pg_advisory_xact_lock(" + std::to_string(lock) + ")", doing);
+    if (!exists(table))
+      exec("CREATE TABLE " + table + " (key bytea PRIMARY KEY, value bytea NOT NULL)", doing);
+    if (!exists(log))
+      exec("CREATE TABLE " + log +
+               " (pos bigint PRIMARY KEY, origin bigint NOT NULL, seq bigint NOT NULL, "
+               "tag bigint NOT NULL, ops bytea NOT NULL)",
+           doing);
+    exec("COMMIT", doing);
+  }
   // Its columns and primary key, as "name type, ... | primary key columns".
   const auto shape = [&](const std::string& quoted) {
     const Result r = exec(
@@ -548,6 +556,9 @@ Durability PostgresBackend::Impl::commit(std::span<const Write> batch,
                                          std::span<const Expect> expect, std::uint64_t tag,
                                          std::vector<Conflict>& conflicts) {
   conflicts.clear();
+  if (options.read_only)
+    throw Error(Errc::invalid_argument,
+                where + ": opened read-only (PostgresOptions::read_only); it cannot be written");
   if (batch.empty()) return Durability::now;
   try {
     live();
@@ -907,6 +918,10 @@ std::unique_ptr<Backend> open_uri(std::string_view scheme, std::string_view rest
     for (const auto& [name, value] : detail::parse_query(std::string_view(uri).substr(q + 1))) {
       if (name == "table") {
         options.table = std::string(value);
+        continue;
+      }
+      if (name == "read_only") {
+        options.read_only = detail::parse_bool("URI " + redact_uri(uri), name, value);
         continue;
       }
       query += (query.empty() ? "" : "&") + std::string(name) + "=" + std::string(value);

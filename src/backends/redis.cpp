@@ -499,6 +499,9 @@ std::optional<std::string> RedisBackend::Impl::get_one(std::string_view key) {
 Durability RedisBackend::Impl::commit(std::span<const Write> batch, std::span<const Expect> expect,
                                       std::uint64_t tag, std::vector<Conflict>& conflicts) {
   conflicts.clear();
+  if (options.read_only)
+    throw Error(Errc::invalid_argument,
+                where + ": opened read-only (RedisOptions::read_only); it cannot be written");
   if (batch.empty()) return Durability::now;
   try {
     live();
@@ -972,10 +975,13 @@ std::unique_ptr<Backend> open_uri(std::string_view scheme, std::string_view rest
     else if (name == "replica_timeout")
       options.replica_timeout =
           std::chrono::milliseconds(number(value, "replica_timeout", 86400000));
+    else if (name == "read_only")
+      options.read_only =
+          detail::parse_bool("bad Redis URI \"" + redact_uri(uri) + "\"", name, value);
     else
       throw bad("unknown parameter \"" + std::string(name) +
                 "\" (known: prefix, db, password, timeout, resolve_timeout, replicas, "
-                "replica_timeout)");
+                "replica_timeout, read_only)");
   }
   return std::make_unique<RedisBackend>(std::move(options));
 }

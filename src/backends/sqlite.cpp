@@ -36,6 +36,7 @@
 #include "change_record.hpp"
 #include "file_util.hpp"
 #include "pmap/error.hpp"
+#include "text_util.hpp"
 #include "wake_fd.hpp"
 
 namespace pmap {
@@ -49,54 +50,6 @@ using detail::random_origin;
 // tables (sqlite_*).
 bool valid_table_name(std::string_view name) {
   return detail::valid_table_name(name, 64) && name.substr(0, 7) != "sqlite_";
-}
-
-// Valid UTF-8 without NUL bytes: stored as TEXT so the sqlite3 shell shows
-// and matches it; anything else is a BLOB. The choice depends on the bytes
-// only, so the same key always binds the same way.
-bool is_plain_text(std::string_view s) {
-  std::size_t i = 0;
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  // Fast path, 8 bytes at a time: no byte >= 0x80 and no zero byte.
-  constexpr std::uint64_t kHigh = 0x8080808080808080ull, kOnes = 0x0101010101010101ull;
-  for (; i + 8 <= s.size(); i += 8) {
-    std::uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    if ((w & kHigh) || ((w - kOnes) & ~w & kHigh)) break;
-  }
-  while (i < s.size()) {
-    unsigned char c = p[i];
-    if (c == 0) return false;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    std::size_t n;
-    std::uint32_t cp;
-    if ((c & 0xE0) == 0xC0) {
-      n = 1;
-      cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      n = 2;
-      cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      n = 3;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + n >= s.size()) return false;  // truncated sequence
-    for (std::size_t k = 1; k <= n; ++k) {
-      if ((p[i + k] & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (p[i + k] & 0x3F);
-    }
-    // Overlong forms, surrogates, beyond U+10FFFF.
-    if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-        (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
-      return false;
-    i += n + 1;
-  }
-  return true;
 }
 
 const char* synchronous_pragma(Synchronous s) {
@@ -430,7 +383,7 @@ struct SqliteBackend::Impl {
   }
 
   void bind(sqlite3_stmt* stmt, int index, std::string_view bytes) {
-    const int rc = is_plain_text(bytes)
+    const int rc = detail::is_plain_text(bytes)
                        ? sqlite3_bind_text(stmt, index, bytes.data(),
                                            static_cast<int>(bytes.size()), SQLITE_STATIC)
                        : sqlite3_bind_blob(stmt, index, bytes.data(),
@@ -1005,13 +958,7 @@ std::unique_ptr<Backend> detail::open_sqlite_uri(std::string_view rest) {
         throw Error(Errc::invalid_argument,
                     uri + ": mode=" + std::string(value) + " is not one of exclusive, shared");
     } else if (name == "read_only") {
-      if (value == "true" || value == "1")
-        options.read_only = true;
-      else if (value == "false" || value == "0")
-        options.read_only = false;
-      else
-        throw Error(Errc::invalid_argument,
-                    uri + ": read_only=" + std::string(value) + " is not one of true, false");
+      options.read_only = parse_bool(uri, name, value);
     } else {
       throw Error(Errc::invalid_argument,
                   uri + ": unknown parameter \"" + std::string(name) +

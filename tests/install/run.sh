@@ -20,6 +20,10 @@ quiet cmake --build "$work/by-package" -j2
 out=$("$work/by-package/consumer" "$work/a.db")
 echo "find_package consumer: $out"
 [ "$out" = "answer=42" ]
+# pmapctl is installed beside the library, and reads what the consumer wrote.
+out=$("$work/prefix/bin/pmapctl" get "sqlite:$work/a.db" answer)
+echo "installed pmapctl get answer: $out"
+[ "$out" = "42" ]
 
 quiet cmake -S "$src/tests/install/consumer" -B "$work/by-subdir" -DPMAP_SOURCE_DIR="$src"
 quiet cmake --build "$work/by-subdir" -j2
@@ -45,3 +49,4 @@ done
 # As a subproject, pmap must not build its tests or examples.
 ! test -e "$work/by-subdir/pmap/tests"
 ! test -e "$work/by-subdir/pmap/examples"
+! test -e "$work/by-subdir/pmap/tools"

@@ -64,6 +64,27 @@ TEST_F(Postgres, KeysAndValuesAreBinarySafe) {
   EXPECT_EQ(b.get("absent"), std::nullopt);
 }
 
+// A read-only opener creates nothing: a table that is not there is an
+// error naming it; and it never writes.
+TEST_F(Postgres, AReadOnlyOpenerCreatesNothingAndRefusesWrites) {
+  const std::string table = pmap_test::unique_table("ro");
+  const pmap::PostgresOptions read_only{.table = table, .read_only = true};
+  try {
+    pmap::PostgresBackend absent(conninfo(), read_only);
+    ADD_FAILURE() << "opened a table that is not there";
+  } catch (const pmap::Error& e) {
+    EXPECT_EQ(e.code(), pmap::Errc::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("there is no table \"" + table + "\""), std::string::npos)
+        << e.what();
+  }
+  pmap::PostgresBackend(conninfo(), {.table = table})
+      .write(std::vector<Write>{{Op::put, "k", "v"}});
+  auto reader = pmap::open_backend(pmap_test::postgres_uri(table) + "&read_only=true");
+  EXPECT_EQ(reader->get("k"), "v");
+  EXPECT_THROW(reader->write(std::vector<Write>{{Op::put, "k", "w"}}), pmap::Error);
+  EXPECT_EQ(reader->get("k"), "v");
+}
+
 TEST_F(Postgres, UrisOpenTheTableAndPassLibpqKeywordsThrough) {
   const std::string table = pmap_test::unique_table("uri");
   // postgresql:// as the test helper builds it, then postgres:// with a

@@ -119,6 +119,16 @@ TEST_F(Redis, TheMapIsOneHashUnderItsPrefixWithItsRecordBeside) {
   EXPECT_EQ(cli.run({"EXISTS", base + "data"}), "0");
 }
 
+TEST_F(Redis, AReadOnlyOpenerRefusesWrites) {
+  auto o = options("ro");
+  pmap::RedisBackend(o).write(std::vector<Write>{{Op::put, "k", "v"}});
+  auto reader = pmap::open_backend(pmap_test::redis_uri(o.prefix) + "&read_only=true");
+  EXPECT_EQ(reader->get("k"), "v");
+  const pmap::Error e = error_of([&] { reader->write(std::vector<Write>{{Op::put, "k", "w"}}); });
+  EXPECT_EQ(e.code(), pmap::Errc::invalid_argument) << e.what();
+  EXPECT_EQ(reader->get("k"), "v");
+}
+
 TEST_F(Redis, UrisOpenTheirDbAndPrefixOverTcpAndTheUnixSocket) {
   const std::string prefix = pmap_test::unique_table("uri") + ":";
   {

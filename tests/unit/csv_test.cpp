@@ -2,12 +2,12 @@
 // input rejected by line and left untouched, appends that cost the batch,
 // and a torn append at every byte offset.
 #include <gtest/gtest.h>
-#include <pmap/pmap.hpp>
 #include <sys/stat.h>
 
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <pmap/pmap.hpp>
 #include <sstream>
 
 #include "../support/test_backend.hpp"
@@ -59,8 +59,41 @@ TEST(Csv, FileAtRestIsPlainRfc4180) {
   EXPECT_EQ(again.size(), 8u);
 }
 
+// A read-only opener (what pmapctl's reading commands use) takes no lock,
+// so it opens beside a map that holds the file, and reads the file as it
+// is: nothing created, compacted or written.
+TEST(Csv, AReadOnlyOpenerReadsAHeldFileAsItIsAndRefusesWrites) {
+  TempDir dir;
+  const auto path = dir / "held.csv";
+  Map held{pmap::CsvBackend(path)};
+  held.insert("a", "1").get();
+  held.insert("b", "2").get();  // appended: the file is not compact now
+  const std::string before = slurp(path);
+  pmap::CsvBackend reader(path, pmap::CsvOptions{.read_only = true});
+  EXPECT_EQ(backend_contents(reader), (std::map<std::string, std::string>{{"a", "1"}, {"b", "2"}}));
+  try {
+    reader.write(std::vector<Write>{{Op::put, "c", "3"}});
+    ADD_FAILURE() << "a read-only opener wrote";
+  } catch (const pmap::Error& e) {
+    EXPECT_EQ(e.code(), pmap::Errc::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("read-only"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(slurp(path), before);
+  auto by_uri = pmap::open_backend("csv:" + path.string() + "?read_only=true");
+  EXPECT_EQ(by_uri->get("b"), "2");
+  EXPECT_THROW(pmap::CsvBackend(dir / "absent.csv", pmap::CsvOptions{.read_only = true}),
+               pmap::Error);
+  EXPECT_FALSE(std::filesystem::exists(dir / "absent.csv"));
+  EXPECT_THROW(pmap::open_backend("csv:" + path.string() + "?read_only=maybe"), pmap::Error);
+  EXPECT_THROW(pmap::open_backend("csv:" + path.string() + "?tabel=x"), pmap::Error);
+  // memory: takes the parameter too (an empty store that refuses writes).
+  auto memory = pmap::open_backend("memory:?read_only=true");
+  EXPECT_THROW(memory->write(std::vector<Write>{{Op::put, "k", "v"}}), pmap::Error);
+}
+
 TEST(Csv, PythonsCsvModuleReadsTheSameRows) {
-  if (std::system("python3 -c 'import csv' >/dev/null 2>&1") != 0) GTEST_SKIP() << "python3 is not installed";
+  if (std::system("python3 -c 'import csv' >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "python3 is not installed";
   TempDir dir;
   const auto path = dir / "py.csv";
   {
@@ -69,9 +102,10 @@ TEST(Csv, PythonsCsvModuleReadsTheSameRows) {
     map.insert("q\"", "");
   }
   const auto out = dir / "out.txt";
-  const std::string cmd = "python3 -c 'import csv,sys; rows=list(csv.reader(open(sys.argv[1], newline=\"\")));"
-                          " open(sys.argv[2],\"w\").write(repr(rows))' " +
-                          path.string() + " " + out.string();
+  const std::string cmd =
+      "python3 -c 'import csv,sys; rows=list(csv.reader(open(sys.argv[1], newline=\"\")));"
+      " open(sys.argv[2],\"w\").write(repr(rows))' " +
+      path.string() + " " + out.string();
   ASSERT_EQ(std::system(cmd.c_str()), 0);
   EXPECT_EQ(slurp(out), "[['key', 'value'], ['a,b', '1\\n2'], ['q\"', '']]");
 }
@@ -126,7 +160,8 @@ TEST(Csv, MalformedFileIsRejectedWithItsLineAndLeftUntouched) {
     } catch (const pmap::Error& e) {
       EXPECT_EQ(e.code(), pmap::Errc::corrupt);
       const std::string what = e.what();
-      EXPECT_NE(what.find("bad.csv line " + std::to_string(c.line) + ":"), std::string::npos) << what;
+      EXPECT_NE(what.find("bad.csv line " + std::to_string(c.line) + ":"), std::string::npos)
+          << what;
       EXPECT_NE(what.find(c.why), std::string::npos) << what;
     }
     EXPECT_EQ(slurp(path), c.content) << "the file must be left untouched";
@@ -139,7 +174,8 @@ TEST(Csv, AWriteAppendsTheBatchNotTheFile) {
   const auto path = dir / "append.csv";
   pmap::CsvBackend b(path);
   std::vector<Write> bulk;
-  for (int i = 0; i < 2000; ++i) bulk.push_back({Op::put, "key" + std::to_string(i), std::string(40, 'v')});
+  for (int i = 0; i < 2000; ++i)
+    bulk.push_back({Op::put, "key" + std::to_string(i), std::string(40, 'v')});
   b.write(bulk);
   struct stat before {};
   ASSERT_EQ(stat(path.c_str(), &before), 0);

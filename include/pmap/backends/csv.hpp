@@ -35,7 +35,10 @@
 // Locking: an exclusive advisory lock on "<file>.pmap-lock" (and on the
 // file) for the backend's life; a second opener gets Errc::locked naming the
 // holder's pid. Where no lock file can be created (a read-only directory),
-// the file alone is locked, and it is not compacted.
+// the file alone is locked, and it is not compacted. A read-only opener
+// (CsvOptions::read_only) takes no lock and reads the file as it is.
+//
+// URI: csv:PATH[?read_only=true] (a '?' in PATH starts the query).
 //
 // Thread safety: one thread at a time (the map's writer).
 #pragma once
@@ -47,9 +50,17 @@
 
 namespace pmap {
 
+struct CsvOptions {
+  // Open for reading only: no lock (a store a running map holds opens too),
+  // nothing created, compacted or written; the entries are the file's as it
+  // was at open. write() and commit() throw Errc::invalid_argument, and a
+  // missing file is Errc::io. URI: csv:PATH?read_only=true.
+  bool read_only = false;
+};
+
 class CsvBackend final : public Backend {
  public:
-  explicit CsvBackend(std::filesystem::path path);
+  explicit CsvBackend(std::filesystem::path path, CsvOptions options = {});
   CsvBackend(CsvBackend&&) noexcept;
   CsvBackend& operator=(CsvBackend&&) noexcept;
   ~CsvBackend() override;

@@ -2,6 +2,7 @@
 //
 // For tests and caches. Batches are atomic. describe() is "memory:".
 // open_reader() gives a session on the same entries (it keeps them alive).
+// URI: memory: (memory:?read_only=true: an empty store that refuses writes).
 //
 // Thread safety: every member may be called from any thread.
 #pragma once
@@ -24,7 +25,6 @@ class MemoryBackend final : public Backend {
   void write(std::span<const Write> batch) override;
   std::string describe() const override;
   std::unique_ptr<Backend> open_reader() override;
-
 
  private:
   struct Impl;

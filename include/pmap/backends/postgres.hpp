@@ -74,6 +74,10 @@ struct PostgresOptions {
   // How long a commit whose connection broke keeps trying to reach the
   // server to find out whether it committed. Default: 60 s.
   std::chrono::milliseconds resolve_timeout{60000};
+  // Open for reading only: nothing is created (a missing table is
+  // Errc::invalid_argument), and write() and commit() throw
+  // Errc::invalid_argument. URI: read_only=true. Default: false.
+  bool read_only = false;
 };
 
 class PostgresBackend final : public Backend {

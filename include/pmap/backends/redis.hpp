@@ -10,7 +10,7 @@
 // map's cache stays coherent (see "Scaling out: Redis" in the README).
 //
 // URIs (pmap::open_backend):
-//   redis://[[user]:password@]host[:port][/db][?prefix=P&timeout=MS&replicas=N&replica_timeout=MS]
+//   redis://[[user]:password@]host[:port][/db][?prefix=P&timeout=MS&replicas=N&replica_timeout=MS&read_only=true]
 //   redis+unix://[[user]:password@]/path/to/redis.sock[?db=N&prefix=P&...]
 //   unix:/path/to/redis.sock[?db=N&prefix=P&...]   (redis-py's spelling)
 // The user, password and prefix may be percent-encoded. rediss:// (TLS) is
@@ -94,6 +94,10 @@ struct RedisOptions {
   // Replicas each commit waits for (WAIT), and for how long at most.
   int replicas = 0;
   std::chrono::milliseconds replica_timeout{1000};
+  // Open for reading only: write() and commit() throw
+  // Errc::invalid_argument (a Redis opener creates nothing either way).
+  // URI: read_only=true. Default: false.
+  bool read_only = false;
 };
 
 class RedisBackend final : public Backend {
