@@ -31,6 +31,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "pmap/error.hpp"
@@ -135,6 +136,27 @@ class Backend {
   // Called once, by the map's constructor, after scan(). Default: a
   // backend with nothing of the kind to say ignores it.
   virtual void report_to(std::function<void(const Error&)> report) { (void)report; }
+
+  // ---- For tools (pmapctl): optional, and never called by a map.
+
+  // The number of entries, when the backend can tell without handing them
+  // all over (SQLite's count(*), Redis's HLEN). Default: nullopt, and a
+  // tool counts with scan().
+  virtual std::optional<std::uint64_t> count() { return std::nullopt; }
+
+  // The bytes the store takes where it lives (files, server memory or
+  // disk), when the backend can tell. Default: nullopt.
+  virtual std::optional<std::uint64_t> bytes() { return std::nullopt; }
+
+  // What else the backend can tell about its storage, as (name, value)
+  // lines for people: pages, dead rows, the WAL's size. Default: none.
+  virtual std::vector<std::pair<std::string, std::string>> details() { return {}; }
+
+  // Gives back the space that erased and overwritten entries left (SQLite:
+  // VACUUM; CSV: the file rewritten), atomically: on a throw the store is as
+  // it was. Returns false when the backend has nothing of the kind (the
+  // default).
+  virtual bool compact() { return false; }
 
   // ---- Shared stores: several maps, in any processes, on one store.
   //

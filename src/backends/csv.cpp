@@ -650,6 +650,40 @@ void CsvBackend::report_to(std::function<void(const Error&)> report) {
   for (const Error& e : std::exchange(d.unreported, {})) d.tell(e);
 }
 
+std::optional<std::uint64_t> CsvBackend::count() { return impl_->entries.size(); }
+
+std::optional<std::uint64_t> CsvBackend::bytes() {
+  std::error_code ec;
+  const auto n = std::filesystem::file_size(impl_->path, ec);
+  return ec ? std::nullopt : std::optional<std::uint64_t>(n);
+}
+
+std::vector<std::pair<std::string, std::string>> CsvBackend::details() {
+  const Impl& d = *impl_;
+  std::error_code ec;
+  const auto file = std::filesystem::file_size(d.path, ec);
+  return {{"file bytes", ec ? "?" : std::to_string(file)},
+          {"live rows", std::to_string(d.entries.size())},
+          {"dead lines", std::to_string(d.lines - std::min(d.lines, d.entries.size()))}};
+}
+
+bool CsvBackend::compact() {
+  Impl& d = *impl_;
+  if (d.read_only)
+    throw Error(Errc::invalid_argument,
+                d.where + ": opened read-only (CsvOptions::read_only); it cannot be compacted");
+  d.prepare_write();  // still the file this backend wrote
+  // compact() tells why it did not run (once); here that is the error.
+  std::optional<Error> why;
+  auto report = std::exchange(d.report, [&](const Error& e) { why = e; });
+  d.compaction_reported = false;
+  const bool ran = d.compact("on request");
+  d.report = std::move(report);
+  if (!ran) throw why ? *why : Error(Errc::io, d.where + ": not compacted");
+  d.untidy = false;
+  return true;
+}
+
 std::string CsvBackend::describe() const { return impl_ ? impl_->where : "csv:(moved-from)"; }
 
 std::unique_ptr<Backend> detail::open_csv_uri(std::string_view rest) {

@@ -104,6 +104,11 @@ void MemoryBackend::write(std::span<const Write> batch) {
 
 std::string MemoryBackend::describe() const { return "memory:"; }
 
+std::optional<std::uint64_t> MemoryBackend::count() {
+  MutexLock lock(impl_->mutex);
+  return impl_->entries.size();
+}
+
 std::unique_ptr<Backend> MemoryBackend::open_reader() { return std::make_unique<Reader>(impl_); }
 
 std::unique_ptr<Backend> detail::open_memory_uri(std::string_view rest) {

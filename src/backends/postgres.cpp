@@ -201,6 +201,9 @@ struct PostgresBackend::Impl {
 
   [[noreturn]] void fail(const PGresult* r, const std::string& doing);
   Result exec(const std::string& sql, const std::string& doing);
+  // The one number a query returns (count(*), a size); Errc::io when the
+  // connection is lost.
+  std::uint64_t number(const std::string& sql, const char* doing);
   Result run(const char* statement, Params& p, const std::string& doing);
   struct Step {
     // A prepared statement's name (with params, maybe empty), or SQL
@@ -762,6 +765,28 @@ std::optional<std::string> PostgresBackend::get(std::string_view key) {
 }
 
 void PostgresBackend::write(std::span<const Write> batch) { commit(batch); }
+
+std::uint64_t PostgresBackend::Impl::number(const std::string& sql, const char* doing) {
+  try {
+    live();
+    const Result r = exec(sql, doing);
+    return std::stoull(PQgetvalue(r.get(), 0, 0));
+  } catch (const Lost& lost) {
+    throw Error(Errc::io, where + ": " + doing + ": " + lost.message);
+  }
+}
+
+std::optional<std::uint64_t> PostgresBackend::count() {
+  return impl_->number("SELECT count(*) FROM " + impl_->table, "cannot count the entries");
+}
+
+std::optional<std::uint64_t> PostgresBackend::bytes() {
+  Impl& d = *impl_;
+  // The names are quoted identifiers, here as text literals for regclass.
+  return d.number(
+      "SELECT pg_total_relation_size('" + d.table + "') + pg_total_relation_size('" + d.log + "')",
+      "cannot measure the table");
+}
 
 Durability PostgresBackend::commit(std::span<const Write> batch) {
   std::vector<Conflict> conflicts;

@@ -296,6 +296,8 @@ struct RedisBackend::Impl {
   static Reply receive(redisContext* c);
   // On conn; an error reply throws Errc::io (doing, and the server's message).
   Reply call(const Args& args, const std::string& doing);
+  // The integer reply of a command (nil: 0); Errc::io when it fails.
+  std::uint64_t number(std::initializer_list<std::string_view> command, const char* doing);
   // "EVALSHA <sha> <args>", the script loaded first (SCRIPT LOAD, which
   // runs nothing) when sha is not known yet.
   Args evalsha(const char* script, std::string& sha, const Args& args, const std::string& doing);
@@ -479,6 +481,20 @@ std::uint64_t RedisBackend::Impl::scan_at(ScanSink& sink) {
   } catch (const Lost& lost) {
     conn.reset();
     throw Error(Errc::io, where + ": cannot read the store: " + lost.message);
+  }
+}
+
+std::uint64_t RedisBackend::Impl::number(std::initializer_list<std::string_view> command,
+                                         const char* doing) {
+  try {
+    live();
+    Args args;
+    for (std::string_view part : command) args.add(part);
+    const Reply r = call(args, doing);
+    return r->type == REDIS_REPLY_NIL ? 0 : number_of(r.get());
+  } catch (const Lost& lost) {
+    conn.reset();
+    throw Error(Errc::io, where + ": " + doing + ": " + lost.message);
   }
 }
 
@@ -738,6 +754,16 @@ void RedisBackend::scan(ScanSink sink) { impl_->scan_at(sink); }
 std::uint64_t RedisBackend::scan_at(ScanSink sink) { return impl_->scan_at(sink); }
 std::optional<std::string> RedisBackend::get(std::string_view key) { return impl_->get_one(key); }
 void RedisBackend::write(std::span<const Write> batch) { commit(batch); }
+
+std::optional<std::uint64_t> RedisBackend::count() {
+  return impl_->number({"HLEN", impl_->data}, "cannot count the entries");
+}
+
+std::optional<std::uint64_t> RedisBackend::bytes() {
+  Impl& d = *impl_;
+  return d.number({"MEMORY", "USAGE", d.data}, "cannot measure the hash") +
+         d.number({"MEMORY", "USAGE", d.log}, "cannot measure the change record");
+}
 
 Durability RedisBackend::commit(std::span<const Write> batch) {
   std::vector<Conflict> conflicts;

@@ -209,6 +209,9 @@ struct SqliteBackend::Impl {
   Impl(std::filesystem::path p, SqliteOptions o, std::string w, std::optional<detail::FileLock> l)
       : path(std::move(p)), options(std::move(o)), where(std::move(w)), lock(std::move(l)) {}
 
+  // The WAL's path (known once a writer opened it; else SQLite's default).
+  std::string wal_file() const { return wal_path.empty() ? path.string() + "-wal" : wal_path; }
+
   ~Impl() {
     for (sqlite3_stmt* s : {begin, commit, rollback, put, erase, clear, get, scan, read_begin,
                             log_append, log_trim, log_read, log_last})
@@ -924,6 +927,51 @@ void SqliteBackend::Reader::wait_for_change(std::uint64_t from, std::chrono::mil
 void SqliteBackend::Reader::interrupt() {
   if (!impl_->shared) return Backend::interrupt();
   wake_->signal();
+}
+
+std::optional<std::uint64_t> SqliteBackend::count() {
+  Impl& d = *impl_;
+  sqlite3_stmt* stmt = d.prepare("SELECT count(*) FROM \"" + d.options.table + "\"");
+  const int rc = sqlite3_step(stmt);
+  const auto n = static_cast<std::uint64_t>(sqlite3_column_int64(stmt, 0));
+  sqlite3_finalize(stmt);
+  if (rc != SQLITE_ROW) d.fail(rc, "cannot count the table");
+  return n;
+}
+
+namespace {
+// The size of a file, 0 when it is not there.
+std::uint64_t size_or_zero(const std::filesystem::path& p) {
+  std::error_code ec;
+  const auto n = std::filesystem::file_size(p, ec);
+  return ec ? 0 : n;
+}
+}  // namespace
+
+std::optional<std::uint64_t> SqliteBackend::bytes() {
+  const Impl& d = *impl_;
+  return size_or_zero(d.path) + size_or_zero(d.wal_file());
+}
+
+std::vector<std::pair<std::string, std::string>> SqliteBackend::details() {
+  Impl& d = *impl_;
+  return {{"file bytes", std::to_string(size_or_zero(d.path))},
+          {"WAL bytes", std::to_string(size_or_zero(d.wal_file()))},
+          {"page size", std::to_string(d.pragma_int("page_size"))},
+          {"pages", std::to_string(d.pragma_int("page_count"))},
+          {"free pages", std::to_string(d.pragma_int("freelist_count"))},
+          {"mode", d.shared ? "shared (change record " + d.log_table + ")" : "exclusive"}};
+}
+
+bool SqliteBackend::compact() {
+  Impl& d = *impl_;
+  if (d.options.read_only)
+    throw Error(Errc::invalid_argument,
+                d.where + ": opened read-only (SqliteOptions::read_only); it cannot be compacted");
+  d.check_files();
+  d.exec("VACUUM", "cannot compact the file (VACUUM)");
+  d.exec("PRAGMA wal_checkpoint(TRUNCATE)", "cannot empty the WAL after compacting");
+  return true;
 }
 
 std::unique_ptr<Backend> SqliteBackend::open_reader() { return std::make_unique<Reader>(*impl_); }

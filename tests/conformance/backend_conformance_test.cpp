@@ -199,6 +199,31 @@ TEST_P(Conformance, LargeValue) {
   EXPECT_EQ(open()->get("big"), big);
 }
 
+// What tools ask (pmapctl count, stats): a backend that can count counts
+// what scan() hands over, and one that can measure gives a size that grows
+// with what it holds.
+TEST_P(Conformance, CountAndBytesAgreeWithWhatItHolds) {
+  auto b = open();
+  b->write(std::vector<Write>{{Op::put, "a", "1"}});
+  const auto small = b->bytes();
+  std::vector<Write> batch;
+  for (int i = 0; i < 500; ++i)
+    batch.push_back({Op::put, "k" + std::to_string(i), std::string(300, 'v')});
+  batch.push_back({Op::erase, "a", ""});
+  b->write(batch);
+  if (const auto n = b->count()) {
+    EXPECT_EQ(*n, contents(*b).size());
+  }
+  if (const auto big = b->bytes()) {
+    ASSERT_TRUE(small.has_value());
+    EXPECT_GT(*big, *small + 500 * 300 / 2) << "500 values of 300 bytes";
+  }
+  b->write(std::vector<Write>{{Op::clear, "", ""}});
+  if (const auto n = b->count()) {
+    EXPECT_EQ(*n, 0u);
+  }
+}
+
 TEST_P(Conformance, DescribeNamesTheStore) {
   auto b = open();
   const std::string d = b->describe();

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -199,6 +200,48 @@ TEST_F(Pmapctl, ACopyThatFailsLeavesTheDestinationAsItWas) {
   EXPECT_EQ(r.code, 3) << r.err;
   EXPECT_NE(r.err.find("is as it was"), std::string::npos) << r.err;
   EXPECT_EQ(entries_of(dst), (Entries{{"old", "1"}}));
+}
+
+// stats: the entries' sizes and what the store takes; compact gives space
+// back, saying how much.
+TEST_F(Pmapctl, StatsShowsSizesAndStorageAndCompactGivesSpaceBack) {
+  const std::string uri = sqlite();
+  Entries many;
+  for (int i = 0; i < 2000; ++i) many["key" + std::to_string(i)] = std::string(500, 'v');
+  fill(uri, many);
+  std::vector<pmap::Write> erase;
+  for (int i = 1; i < 2000; ++i)
+    erase.push_back({pmap::Write::Op::erase, "key" + std::to_string(i), {}});
+  pmap::open_backend(uri)->write(erase);
+  const auto stats = run({"stats", uri});
+  ASSERT_EQ(stats.code, 0) << stats.err;
+  for (const char* line : {"entries      1\n", "key bytes    4 total, min 4, mean 4.0, max 4\n",
+                           "value bytes  500 total, min 500, mean 500.0, max 500\n", "page size ",
+                           "free pages ", "WAL bytes "})
+    EXPECT_NE(stats.out.find(line), std::string::npos) << line << " in\n" << stats.out;
+  const auto compacted = run({"compact", uri});
+  ASSERT_EQ(compacted.code, 0) << compacted.err;
+  unsigned long long before = 0, after = 0;
+  ASSERT_EQ(std::sscanf(compacted.out.c_str() + compacted.out.find(": ") + 2,
+                        "%llu bytes before, %llu after", &before, &after),
+            2)
+      << compacted.out;
+  EXPECT_GT(before, 2000u * 500u) << "2,000 values of 500 bytes were written";
+  EXPECT_LT(after, before / 10) << compacted.out;
+  EXPECT_EQ(entries_of(uri), (Entries{{"key0", std::string(500, 'v')}}));
+
+  // A CSV file as a person left it: a key written twice is a dead line.
+  const auto path = dir / "hand.csv";
+  std::ofstream(path) << "key,value\na,1\nb,2\na,3\n";
+  const auto csv_stats = run({"stats", "csv:" + path.string()});
+  EXPECT_NE(csv_stats.out.find("live rows    2\n"), std::string::npos) << csv_stats.out;
+  EXPECT_NE(csv_stats.out.find("dead lines   1\n"), std::string::npos) << csv_stats.out;
+  EXPECT_EQ(file_bytes(path), "key,value\na,1\nb,2\na,3\n") << "stats reads only";
+  EXPECT_EQ(run({"compact", "csv:" + path.string()}).code, 0);
+  EXPECT_EQ(file_bytes(path), "key,value\na,3\nb,2\n");
+  const auto memory = run({"compact", "memory:"});
+  EXPECT_EQ(memory.code, 3);
+  EXPECT_NE(memory.err.find("nothing to compact"), std::string::npos) << memory.err;
 }
 
 // A bad line stops the import before anything is written, named by number.

@@ -1,4 +1,5 @@
-// pmapctl stats: what a store holds, in numbers.
+// pmapctl stats and compact: what a store holds and takes, and giving back
+// the space it no longer needs.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
@@ -31,7 +32,7 @@ struct Sizes {
 
 void stats(const std::string& uri) {
   const auto store = open_for_reading(uri);
-  Progress progress("stats", std::nullopt);
+  Progress progress("stats", store->count());
   std::uint64_t entries = 0;
   Sizes keys, values;
   store->scan([&](std::string_view key, std::string_view value) {
@@ -44,16 +45,46 @@ void stats(const std::string& uri) {
   std::printf("store        %s\nentries      %llu\nkey bytes    %s\nvalue bytes  %s\n",
               store->describe().c_str(), static_cast<unsigned long long>(entries),
               keys.show(entries).c_str(), values.show(entries).c_str());
+  if (const auto bytes = store->bytes())
+    std::printf("store bytes  %llu\n", static_cast<unsigned long long>(*bytes));
+  for (const auto& [name, value] : store->details())
+    std::printf("%-12s %s\n", name.c_str(), value.c_str());
+}
+
+void compact(const std::string& uri) {
+  // The size before, read without a lock: opening for writing may already
+  // tidy the store (a CSV file is compacted at open).
+  const auto before = open_for_reading(uri)->bytes();
+  const auto store = open_for_writing(uri);
+  if (!store->compact())
+    throw Failure{kFailed, store->describe() + ": this backend has nothing to compact"};
+  const auto after = store->bytes();
+  if (before && after)
+    std::printf("%s: %llu bytes before, %llu after\n", store->describe().c_str(),
+                static_cast<unsigned long long>(*before), static_cast<unsigned long long>(*after));
+  else
+    std::printf("%s: compacted\n", store->describe().c_str());
 }
 
 }  // namespace
 
 void add_admin_commands(CLI::App& app) {
-  auto* cmd = app.add_subcommand("stats", "Print the number of entries and their sizes");
+  auto* cmd = app.add_subcommand(
+      "stats", "Print the entries' number and sizes, and what the store takes (file, pages, WAL)");
   auto uri = std::make_shared<std::string>();
   cmd->add_option("URI", *uri, kUriHelp)->required();
   cmd->footer("Example:\n  pmapctl stats sqlite:app.db");
   cmd->callback([uri] { stats(*uri); });
+
+  auto* compact_cmd = app.add_subcommand(
+      "compact", "Give back the space erased entries left (SQLite VACUUM, a CSV rewrite)");
+  auto compact_uri = std::make_shared<std::string>();
+  compact_cmd->add_option("URI", *compact_uri, kUriHelp)->required();
+  compact_cmd->footer(
+      "Atomic: a failure leaves the store as it was. It writes, so a store another process\n"
+      "holds exclusively fails with the holder named.\n"
+      "Example:\n  pmapctl compact sqlite:app.db");
+  compact_cmd->callback([compact_uri] { compact(*compact_uri); });
 }
 
 }  // namespace pmapctl

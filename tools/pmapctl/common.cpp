@@ -48,6 +48,13 @@ void scan_until(pmap::Backend& backend,
   }
 }
 
+std::uint64_t count_entries(pmap::Backend& backend) {
+  if (const auto n = backend.count()) return *n;
+  std::uint64_t n = 0;
+  backend.scan([&](std::string_view, std::string_view) { ++n; });
+  return n;
+}
+
 std::string read_input(const std::string& path) {
   if (path == "-") {
     std::ostringstream all;

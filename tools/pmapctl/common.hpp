@@ -61,6 +61,10 @@ std::unique_ptr<pmap::Backend> open_for_writing(const std::string& uri);
 void scan_until(pmap::Backend& backend,
                 const std::function<bool(std::string_view key, std::string_view value)>& f);
 
+// The number of entries: Backend::count() when the backend can tell, else
+// counted with a scan.
+std::uint64_t count_entries(pmap::Backend& backend);
+
 // The whole content of path, or of stdin for "-", byte for byte.
 std::string read_input(const std::string& path);
 
@@ -94,6 +98,6 @@ class Progress {
 // The command groups, one file each: each adds its subcommands to app.
 void add_entry_commands(CLI::App& app);     // entries.cpp: get set del has list count
 void add_transfer_commands(CLI::App& app);  // transfer.cpp: export import copy verify
-void add_admin_commands(CLI::App& app);     // admin.cpp: stats
+void add_admin_commands(CLI::App& app);     // admin.cpp: stats compact
 
 }  // namespace pmapctl

@@ -112,10 +112,7 @@ void list(const ListOptions& o) {
 }
 
 void count(const std::string& uri) {
-  const auto store = open_for_reading(uri);
-  std::uint64_t n = 0;
-  store->scan([&](std::string_view, std::string_view) { ++n; });
-  put_out(std::to_string(n) + "\n");
+  put_out(std::to_string(count_entries(*open_for_reading(uri))) + "\n");
 }
 
 }  // namespace

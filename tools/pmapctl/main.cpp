@@ -3,7 +3,8 @@
 // redis://, and any scheme registered later).
 //
 // One subcommand per run, defined in entries.cpp (get set del has list
-// count), transfer.cpp (export import copy verify) and admin.cpp (stats); common.hpp
+// count), transfer.cpp (export import copy verify) and admin.cpp (stats
+// compact); common.hpp
 // has what they share, and the exit codes.
 #include <CLI/CLI.hpp>
 #include <cstdio>

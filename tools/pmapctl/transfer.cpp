@@ -69,7 +69,7 @@ void export_store(const TransferOptions& o) {
   const Format format = format_for(o.file, o.format, Format::csv);
   const auto store = open_for_reading(o.uri);
   Output out(o.file);
-  Progress progress("export", std::nullopt);
+  Progress progress("export", store->count());
   std::string buffer = format == Format::csv ? "key,value\n" : "";
   std::uint64_t n = 0;
   store->scan([&](std::string_view key, std::string_view value) {
@@ -147,7 +147,7 @@ void copy_store(const CopyOptions& o) {
   if (o.force) batch.push_back({pmap::Write::Op::clear, {}, {}});
   std::uint64_t copied = 0;
   bool changed = false;  // a batch was written: DST is no longer as it was
-  Progress progress("copy", std::nullopt);
+  Progress progress("copy", src->count());
   const auto write = [&] {
     dst->write(batch);  // atomic: all of the batch or none of it
     changed = true;
@@ -184,7 +184,11 @@ void copy_store(const CopyOptions& o) {
 // naming where); with against, compares the two stores entry by entry.
 void verify(const std::string& uri, const std::string& against) {
   const auto store = open_for_reading(uri);
-  Progress progress("verify", std::nullopt);
+  const auto other = against.empty() ? nullptr : open_for_reading(against);
+  const auto total = store->count(),
+             other_total = other ? other->count() : std::optional<std::uint64_t>(0);
+  Progress progress("verify",
+                    total && other_total ? std::optional(*total + *other_total) : std::nullopt);
   absl::flat_hash_map<std::string, std::string> entries;
   std::uint64_t n = 0;
   store->scan([&](std::string_view key, std::string_view value) {
@@ -198,7 +202,6 @@ void verify(const std::string& uri, const std::string& against) {
                 static_cast<unsigned long long>(n));
     return;
   }
-  const auto other = open_for_reading(against);
   std::uint64_t differ = 0, only_other = 0, shown = 0;
   const auto report = [&](const std::string& line) {
     if (++shown <= 20) std::printf("%s\n", line.c_str());

@@ -71,6 +71,13 @@ class CsvBackend final : public Backend {
   void flush() override;
   std::string describe() const override;
   void report_to(std::function<void(const Error&)> report) override;
+  // For tools: the entries held, the file's bytes, its live rows and dead
+  // lines; compact() rewrites the file (as after a write that left more
+  // dead lines than live rows), throwing when it cannot.
+  std::optional<std::uint64_t> count() override;
+  std::optional<std::uint64_t> bytes() override;
+  std::vector<std::pair<std::string, std::string>> details() override;
+  bool compact() override;
 
  private:
   struct Impl;

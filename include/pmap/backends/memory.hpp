@@ -25,6 +25,7 @@ class MemoryBackend final : public Backend {
   void write(std::span<const Write> batch) override;
   std::string describe() const override;
   std::unique_ptr<Backend> open_reader() override;
+  std::optional<std::uint64_t> count() override;
 
  private:
   struct Impl;

@@ -94,6 +94,10 @@ class PostgresBackend final : public Backend {
   Durability commit(std::span<const Write> batch) override;
   std::unique_ptr<Backend> open_reader() override;
   bool shared() const override { return true; }
+  // For tools: count(*) of the table; pg_total_relation_size of the table
+  // and its change record.
+  std::optional<std::uint64_t> count() override;
+  std::optional<std::uint64_t> bytes() override;
   std::uint64_t origin() const override;
   std::uint64_t scan_at(ScanSink sink) override;
   Durability commit_shared(std::span<const Write> batch, std::span<const Expect> expect,

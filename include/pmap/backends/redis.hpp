@@ -119,6 +119,9 @@ class RedisBackend final : public Backend {
   // slower in bulk than in groups of 16,384 (bench/notes.md, "Redis").
   std::size_t max_commit_writes() const override { return 1000; }
   bool shared() const override { return true; }
+  // For tools: HLEN of the hash; MEMORY USAGE of the hash and the record.
+  std::optional<std::uint64_t> count() override;
+  std::optional<std::uint64_t> bytes() override;
   std::uint64_t origin() const override;
   std::uint64_t scan_at(ScanSink sink) override;
   Durability commit_shared(std::span<const Write> batch, std::span<const Expect> expect,

@@ -119,6 +119,13 @@ class SqliteBackend final : public Backend {
   Durability commit(std::span<const Write> batch) override;
   void sync() override;
   std::unique_ptr<Backend> open_reader() override;
+  // For tools: count(*) of the table; the file's and its WAL's bytes; page
+  // size and counts; compact() is VACUUM of the whole file (every table in
+  // it), then a checkpoint that empties the WAL.
+  std::optional<std::uint64_t> count() override;
+  std::optional<std::uint64_t> bytes() override;
+  std::vector<std::pair<std::string, std::string>> details() override;
+  bool compact() override;
   bool shared() const override;
   std::uint64_t origin() const override;
   std::uint64_t scan_at(ScanSink sink) override;
