@@ -13,7 +13,9 @@
 //          and the plots)
 // --only   run only the workloads whose name contains NAME (bulk-sequential,
 //          bulk-random, awaited, reads-mixed, load, memory, csv, shared,
-//          postgres: needs a server, PMAP_BENCH_PG or PMAP_TEST_PG)
+//          pmapctl: the tool's reading commands on a 1M-entry store beside
+//          the sqlite3 shell, postgres: needs a server, PMAP_BENCH_PG or
+//          PMAP_TEST_PG)
 // --threads  inserting threads of the bulk workload (default 8)
 //
 // Each workload runs in a child process of its own, after a sync().
@@ -1228,6 +1230,79 @@ void redis_store() {
 // rather than from what the previous workloads left (in one process, gets
 // after the write workloads ran at 0.65-1.3x a plain map instead of
 // 1.1-1.35x). Its rows come back one line each.
+// ---- pmapctl on a big store ---------------------------------------------------
+
+// Milliseconds for one run of a program (its output thrown away); -1 when it
+// could not run or failed.
+double run_ms(const std::vector<std::string>& args) {
+  const auto start = Clock::now();
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int null = ::open("/dev/null", O_WRONLY);
+    dup2(null, 1);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execvp(argv[0], argv.data());
+    _exit(127);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return -1;
+  return seconds_since(start) * 1000;
+}
+
+// pmapctl's reading commands on a 1,000,000-entry SQLite store, beside the
+// sqlite3 shell doing the same query on the same file: both are a process
+// started, the file opened, the answer printed.
+void pmapctl_on_a_big_store() {
+#ifndef PMAP_BENCH_PMAPCTL
+  std::printf("pmapctl: skipped (not built: needs libcli11-dev)\n");
+#else
+  if (run_ms({"sqlite3", "-version"}) < 0) {
+    std::printf("pmapctl: skipped (no sqlite3 shell: apt-get install sqlite3)\n");
+    return;
+  }
+  const std::size_t n = cfg.quick ? 1000 : 1000000;
+  const auto file = cfg.dir / "big.db";
+  {
+    pmap::SqliteBackend b(file);
+    std::vector<pmap::Write> batch;
+    for (std::size_t i = 0; i < n; ++i) {
+      batch.push_back({pmap::Write::Op::put, "key" + std::to_string(i), std::string(100, 'v')});
+      if (batch.size() == 100000 || i + 1 == n) {
+        b.write(batch);
+        batch.clear();
+      }
+    }
+  }
+  const std::string uri = "sqlite:" + file.string(), db = file.string();
+  const std::string key = "key" + std::to_string(n / 2);
+  struct Query {
+    const char* name;
+    std::vector<std::string> ours, raw;
+  };
+  const Query queries[] = {
+      {"count", {PMAP_BENCH_PMAPCTL, "count", uri}, {"sqlite3", db, "SELECT count(*) FROM kv"}},
+      {"get", {PMAP_BENCH_PMAPCTL, "get", uri, key},
+       {"sqlite3", db, "SELECT value FROM kv WHERE key = '" + key + "'"}},
+      {"has", {PMAP_BENCH_PMAPCTL, "has", uri, key},
+       {"sqlite3", db, "SELECT 1 FROM kv WHERE key = '" + key + "'"}},
+      {"list --limit 10", {PMAP_BENCH_PMAPCTL, "list", uri, "--limit", "10"},
+       {"sqlite3", db, "SELECT key, value FROM kv LIMIT 10"}},
+  };
+  for (const Query& q : queries) {
+    double ours = 1e300, raw = 1e300;
+    for (int r = 0; r < std::max(cfg.reps, 5); ++r) {
+      ours = std::min(ours, run_ms(q.ours));
+      raw = std::min(raw, run_ms(q.raw));
+    }
+    report({"pmapctl, " + std::to_string(n) + " entries", q.name, "ms", ours, raw,
+            "the sqlite3 shell, same query", "report", ""});
+  }
+#endif
+}
+
 bool run_in_child(void (*run)()) {
   const auto [out, ok] = in_child([run] {
     rows.clear();
@@ -1273,8 +1348,8 @@ int main(int argc, char** argv) try {
       std::fprintf(stderr,
                    "usage: %s [--n N] [--reps R] [--quick] [--dir DIR] [--tsv FILE] [--only NAME]"
                    " [--threads T]\n"
-                   "  NAME: part of bulk, awaited, reads, load, memory, csv, shared, postgres, "
-                   "redis\n"
+                   "  NAME: part of bulk, awaited, reads, load, memory, csv, shared, pmapctl, "
+                   "postgres, redis\n"
                    "  T: inserting threads of the bulk workload (default 8)\n",
                    argv[0]);
       return 2;
@@ -1302,6 +1377,7 @@ int main(int argc, char** argv) try {
       {"memory", memory_per_entry},
       {"csv", csv_writes_and_load},
       {"shared", shared_store},
+      {"pmapctl", pmapctl_on_a_big_store},
 #ifdef PMAP_BENCH_POSTGRES
       {"postgres", postgres_store},
 #endif

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 . scripts/deps.sh
 . scripts/services.sh
 pmap_install_deps gnuplot-nox python3 python3-diskcache python3-sqlitedict libpq-dev postgresql \
-  libhiredis-dev redis-server redis-tools
+  libhiredis-dev redis-server redis-tools sqlite3
 trap pmap_stop_services EXIT
 trap 'exit 143' TERM
 trap 'exit 130' INT
