@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -337,6 +338,40 @@ TEST_F(Pmapctl, BadCommandLinesAreExit2AndBrokenStoresExit3) {
   const auto nowhere = run({"export", sqlite(), (dir / "no/such/dir/out.csv").string()});
   EXPECT_EQ(nowhere.code, 3);
   EXPECT_FALSE(std::filesystem::exists(dir / "no"));
+}
+
+// watch prints every change another process commits to a shared store,
+// until interrupted; an exclusive store has no changes to follow.
+TEST_F(Pmapctl, WatchPrintsEveryChangeToASharedStoreUntilInterrupted) {
+  const std::string uri = sqlite() + "?mode=shared";
+  Map writer{uri};
+  writer.insert("before", "1").get();
+  pmapctl_test::Running watch({PMAPCTL, "watch", uri, "--prefix", "user:"});
+  ASSERT_TRUE(watch.wait_for(2, "Ctrl-C stops")) << watch.err;
+  EXPECT_NE(watch.err.find("(1 entries now)"), std::string::npos) << watch.err;
+  // Each change is awaited before the next: a watcher may coalesce
+  // changes it reads together (a clear, say, makes what came before moot).
+  writer.insert("user:1", "ada\nlovelace").get();
+  ASSERT_TRUE(watch.wait_for(1, "+ user:1 ada\\nlovelace\n")) << watch.out;
+  writer.insert("job:1", "not shown: another prefix").get();
+  pmap::Batch<std::string, std::string> batch;
+  batch.insert("user:2", "bob");
+  batch.erase("user:1");
+  writer.apply(batch).get();
+  ASSERT_TRUE(watch.wait_for(1, "- user:1\n")) << watch.out;
+  ASSERT_TRUE(watch.wait_for(1, "+ user:2 bob\n")) << watch.out;
+  writer.clear().get();
+  ASSERT_TRUE(watch.wait_for(1, "clear\n")) << watch.out;
+  EXPECT_EQ(watch.out.find("job:1"), std::string::npos) << watch.out;
+  EXPECT_EQ(std::count(watch.out.begin(), watch.out.end(), '\n'), 4) << watch.out;
+  EXPECT_EQ(watch.stop(SIGINT), 0);
+
+  fill(sqlite("other.db"), {{"k", "v"}});
+  const auto exclusive = run({"watch", sqlite("other.db")});
+  EXPECT_EQ(exclusive.code, 3);
+  EXPECT_NE(exclusive.err.find("is not a shared store"), std::string::npos) << exclusive.err;
+  EXPECT_NE(exclusive.err.find("mode=shared"), std::string::npos) << exclusive.err;
+  EXPECT_EQ(run({"watch", csv()}).code, 3);
 }
 
 // The progress bar: on a terminal (script(1) gives the tool a pseudo-

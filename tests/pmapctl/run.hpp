@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -94,5 +95,74 @@ inline Ran run(const std::vector<std::string>& args, const std::string& input = 
 inline std::string run_script(const std::string& command, const std::vector<std::string>& env) {
   return run_program({"/usr/bin/script", "-qec", command, "/dev/null"}, "", env).out;
 }
+
+// A program left running (pmapctl watch), its standard output and error
+// read as they come.
+class Running {
+ public:
+  explicit Running(std::vector<std::string> argv_s) {
+    int out[2], err[2];
+    if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) return;
+    std::vector<char*> argv;
+    for (auto& a : argv_s) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(out[1], 1);
+      dup2(err[1], 2);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    close(out[1]);
+    close(err[1]);
+    fds_[0] = out[0];
+    fds_[1] = err[0];
+  }
+  ~Running() {
+    if (pid_ > 0) stop(SIGKILL);
+    for (int fd : fds_)
+      if (fd >= 0) close(fd);
+  }
+  Running(const Running&) = delete;
+  Running& operator=(const Running&) = delete;
+
+  // Reads until `needle` is in out (stream 1) or err (stream 2). False if
+  // the program ends first, or after `seconds` (a failure, not a wait).
+  bool wait_for(int stream, const std::string& needle, int seconds = 60) {
+    std::string& text = stream == 1 ? out : err;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+    while (text.find(needle) == std::string::npos) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return false;
+      pollfd fds[2] = {{fds_[0], POLLIN, 0}, {fds_[1], POLLIN, 0}};
+      if (poll(fds, 2, static_cast<int>(left.count())) <= 0) continue;
+      for (int i = 0; i < 2; ++i) {
+        if (!fds[i].revents) continue;
+        char buf[4096];
+        const ssize_t n = read(fds_[i], buf, sizeof buf);
+        if (n <= 0) return false;  // it ended
+        (i == 0 ? out : err).append(buf, static_cast<std::size_t>(n));
+      }
+    }
+    return true;
+  }
+
+  // Sends sig and waits for the end: the exit code (128 + N for signal N).
+  int stop(int sig) {
+    if (pid_ <= 0) return -1;
+    kill(pid_, sig);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+
+  std::string out, err;
+
+ private:
+  pid_t pid_ = -1;
+  int fds_[2] = {-1, -1};
+};
 
 }  // namespace pmapctl_test

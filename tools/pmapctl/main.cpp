@@ -3,8 +3,8 @@
 // redis://, and any scheme registered later).
 //
 // One subcommand per run, defined in entries.cpp (get set del has list
-// count), transfer.cpp (export import copy verify) and admin.cpp (stats
-// compact); common.hpp
+// count), transfer.cpp (export import copy verify), admin.cpp (stats
+// compact) and watch.cpp (watch); common.hpp
 // has what they share, and the exit codes.
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -17,7 +17,7 @@ namespace {
 const char* const kFooter = R"(Stores are named by URI, as in pmap::open_backend:
   sqlite:app.db?table=kv   csv:data.csv   memory:
   postgres://user:pw@host/db?table=kv   redis://host:6379/0?prefix=app:
-Reading commands (get has list count export verify stats) open the store read-only
+Reading commands (get has list count export verify stats watch) open the store read-only
 (read_only=true): no lock, nothing changed, and a store a running application
 holds opens too. Writing commands open it as a map would: a store another
 process holds exclusively fails with the holder named.
@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
   pmapctl::add_entry_commands(app);
   pmapctl::add_transfer_commands(app);
   pmapctl::add_admin_commands(app);
+  pmapctl::add_watch_commands(app);
   for (CLI::App* sub : app.get_subcommands({})) sub->fallthrough();  // --quiet after the command
   try {
     app.parse(argc, argv);
