@@ -374,6 +374,20 @@ TEST_F(Pmapctl, WatchPrintsEveryChangeToASharedStoreUntilInterrupted) {
   EXPECT_EQ(run({"watch", csv()}).code, 3);
 }
 
+// bench measures beside its baselines and leaves the store as it found it.
+TEST_F(Pmapctl, BenchReportsRatesBesideBaselinesAndLeavesTheStoreAsItWas) {
+  const std::string uri = sqlite();
+  fill(uri, {{"mine", "1"}});
+  const auto r = run({"bench", uri, "--n", "2000", "--threads", "2"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("2000 entries of 100 bytes, 2 threads"), std::string::npos) << r.out;
+  for (const char* row : {"writes (insert, then one flush)", "the backend alone, batches of 1,000",
+                          "reads (get, from the cache)", "a std::unordered_map, same keys"})
+    EXPECT_NE(r.out.find(row), std::string::npos) << row << " in\n" << r.out;
+  EXPECT_EQ(entries_of(uri), (Entries{{"mine", "1"}}));
+  EXPECT_EQ(run({"bench", uri, "--n", "0"}).code, 2);
+}
+
 // The progress bar: on a terminal (script(1) gives the tool a pseudo-
 // terminal), not in a pipe, not with --quiet.
 TEST_F(Pmapctl, TheProgressBarShowsOnATerminalOnly) {

@@ -100,5 +100,6 @@ void add_entry_commands(CLI::App& app);     // entries.cpp: get set del has list
 void add_transfer_commands(CLI::App& app);  // transfer.cpp: export import copy verify
 void add_admin_commands(CLI::App& app);     // admin.cpp: stats compact
 void add_watch_commands(CLI::App& app);     // watch.cpp: watch
+void add_bench_commands(CLI::App& app);     // bench.cpp: bench
 
 }  // namespace pmapctl

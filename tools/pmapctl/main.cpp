@@ -4,7 +4,7 @@
 //
 // One subcommand per run, defined in entries.cpp (get set del has list
 // count), transfer.cpp (export import copy verify), admin.cpp (stats
-// compact) and watch.cpp (watch); common.hpp
+// compact), watch.cpp (watch) and bench.cpp (bench); common.hpp
 // has what they share, and the exit codes.
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
   pmapctl::add_transfer_commands(app);
   pmapctl::add_admin_commands(app);
   pmapctl::add_watch_commands(app);
+  pmapctl::add_bench_commands(app);
   for (CLI::App* sub : app.get_subcommands({})) sub->fallthrough();  // --quiet after the command
   try {
     app.parse(argc, argv);
