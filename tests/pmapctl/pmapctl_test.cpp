@@ -322,7 +322,11 @@ TEST_F(Pmapctl, ReadingNeverCreatesOrChangesAStore) {
 
 TEST_F(Pmapctl, BadCommandLinesAreExit2AndBrokenStoresExit3) {
   EXPECT_EQ(run({}).code, 2);
-  EXPECT_EQ(run({"frobnicate"}).code, 2);
+  const auto unknown = run({"frobnicate"});
+  EXPECT_EQ(unknown.code, 2);
+  EXPECT_NE(unknown.err.find("unknown command \"frobnicate\"; the commands are get, set"),
+            std::string::npos)
+      << unknown.err;
   EXPECT_EQ(run({"get", sqlite()}).code, 2) << "KEY missing";
   EXPECT_EQ(run({"list", sqlite(), "--limit", "many"}).code, 2);
   const auto scheme = run({"count", "nosuch:thing"});

@@ -45,6 +45,21 @@ int main(int argc, char** argv) {
   pmapctl::add_watch_commands(app);
   pmapctl::add_bench_commands(app);
   for (CLI::App* sub : app.get_subcommands({})) sub->fallthrough();  // --quiet after the command
+  // CLI11 would say only "A subcommand is required" for a misspelt one.
+  if (argc > 1 && argv[1][0] != '-') {
+    std::string known;
+    bool found = false;
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      found = found || sub->get_name() == argv[1];
+      known += (known.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!found) {
+      std::fprintf(stderr,
+                   "pmapctl: unknown command \"%s\"; the commands are %s (pmapctl --help)\n",
+                   argv[1], known.c_str());
+      return pmapctl::kUsage;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
