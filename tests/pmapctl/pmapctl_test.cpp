@@ -181,6 +181,14 @@ TEST_F(Pmapctl, CopyMigratesAStoreAndVerifyProvesBothHoldTheSameEntries) {
   const auto forced = run({"copy", src, dst, "--force", "--batch", "3"});
   ASSERT_EQ(forced.code, 0) << forced.err;
   EXPECT_EQ(entries_of(dst), kAwkward);
+  // A store that cannot be read is exit 3, naming where.
+  const auto broken = dir / "broken.csv";
+  std::ofstream(broken) << "key,value\na,1\nb,\"2\n";
+  const auto unreadable = run({"verify", "csv:" + broken.string()});
+  EXPECT_EQ(unreadable.code, 3);
+  EXPECT_NE(unreadable.err.find(broken.string() + " line 3: a quoted field is never closed"),
+            std::string::npos)
+      << unreadable.err;
   EXPECT_EQ(run({"verify", dst}).out,
             "sqlite:" + (dir / "s.db").string() + "#kv: 10 entries, all readable\n");
 }
