@@ -11,7 +11,7 @@
 #                                     # PMAP_TEST_REDIS_SOCKET, PMAP_TEST_REDIS_RESTART
 #
 # Knobs: PMAP_PG_PORT and PMAP_REDIS_PORT fix the ports (default: the first
-# free one from 55432 and 56379); PMAP_SVC_KEEP=1 keeps the temp dir and its logs;
+# free one from 25432 and 26379); PMAP_SVC_KEEP=1 keeps the temp dir and its logs;
 # PMAP_PG_DURABLE=1 keeps PostgreSQL's defaults for fsync and
 # synchronous_commit (the benchmarks use it: commits then wait for the disk,
 # as on a production server).
@@ -25,7 +25,11 @@ pmap_svc_dir=""
 
 pmap_svc_log() { echo "==> [services] $*"; }
 
-# A port nobody listens on, from $1 up.
+# A port nobody listens on, from $1 up. The defaults lie below Linux's
+# ephemeral range (32768-60999): a port inside it can be taken as the local
+# port of some client's connection while the server restarts, and the
+# restart then fails ("could not bind ... Address already in use"; seen
+# with 55432 under a loaded test run).
 pmap_free_port() {
   local port=$1
   while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
@@ -83,7 +87,7 @@ pmap_start_postgres() {
       >"$pmap_svc_dir/pg/initdb.log" 2>&1) || {
     tail -20 "$pmap_svc_dir/pg/initdb.log" >&2; echo "initdb failed" >&2; return 1; }
   cp "$data/postgresql.conf" "$data/postgresql.conf.orig"
-  port=$(pmap_free_port "${PMAP_PG_PORT:-55432}")
+  port=$(pmap_free_port "${PMAP_PG_PORT:-25432}")
   for attempt in 1 2 3 4 5; do
     cp "$data/postgresql.conf.orig" "$data/postgresql.conf"
     cat >>"$data/postgresql.conf" <<EOF
@@ -166,7 +170,7 @@ pmap_start_redis() {
   pmap_svc_make_dir || return 1
   dir=$pmap_svc_dir/redis
   mkdir -p "$dir"
-  port=$(pmap_free_port "${PMAP_REDIS_PORT:-56379}")
+  port=$(pmap_free_port "${PMAP_REDIS_PORT:-26379}")
   for attempt in 1 2 3 4 5; do
     pmap_redis_up "$port" && break
     if [ -n "${PMAP_REDIS_PORT:-}" ] || ! grep -q "already in use" "$dir/redis.log"; then
