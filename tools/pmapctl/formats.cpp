@@ -111,16 +111,19 @@ std::vector<std::pair<std::string, std::string>> parse_csv(const std::string& pa
   std::string temp;
   if (path == "-") {
     const std::string content = read_input("-");
-    char name[] = "/tmp/pmapctl-stdin-XXXXXX";
-    const int fd = ::mkstemp(name);
-    if (fd < 0) throw Failure{kFailed, "cannot create a temporary file for standard input in /tmp"};
+    std::string name =
+        (std::filesystem::temp_directory_path() / "pmapctl-stdin-XXXXXX").string();  // TMPDIR
+    const int fd = ::mkstemp(name.data());
+    if (fd < 0)
+      throw Failure{kFailed, "cannot create a temporary file for standard input in " +
+                                 std::filesystem::temp_directory_path().string()};
     temp = name;
     const bool written =
         ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size());
     ::close(fd);
     if (!written) {
       std::filesystem::remove(temp);
-      throw Failure{kFailed, "cannot copy standard input to " + temp + " (is /tmp full?)"};
+      throw Failure{kFailed, "cannot copy standard input to " + temp + " (is its disk full?)"};
     }
     file = temp;
   }
