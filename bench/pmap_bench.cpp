@@ -32,8 +32,6 @@
 #include <pmap/backends/postgres.hpp>
 #endif
 #ifdef PMAP_BENCH_REDIS
-#include <hiredis/hiredis.h>
-
 #include <pmap/backends/redis.hpp>
 #endif
 #include <sys/wait.h>
@@ -60,6 +58,8 @@
 #include <thread>
 #include <unordered_map>
 #include <vector>
+
+#include "raw.hpp"
 
 namespace {
 
@@ -103,9 +103,7 @@ std::string make_value(std::size_t i) {
   return v;
 }
 
-struct Data {
-  std::vector<std::string> keys, values;
-};
+using Data = pmap::raw::Entries;
 Data make_data(std::size_t n, bool random) {
   Data d;
   d.keys.reserve(n);
@@ -126,52 +124,6 @@ std::filesystem::path fresh(const std::string& name) {
   for (const char* suffix : {"", "-wal", "-shm", "-journal", "-kv.pmap-lock", ".pmap-lock"})
     std::filesystem::remove(cfg.dir / (name + suffix));
   return cfg.dir / name;
-}
-
-// ---- raw SQLite baselines ------------------------------------------------------
-
-struct RawDb {
-  sqlite3* db = nullptr;
-  sqlite3_stmt* upsert = nullptr;
-  RawDb(const std::filesystem::path& path, const char* journal) {
-    if (sqlite3_open(path.c_str(), &db) != SQLITE_OK) throw std::runtime_error(sqlite3_errmsg(db));
-    exec((std::string("PRAGMA journal_mode=") + journal).c_str());
-    exec("PRAGMA synchronous=FULL");
-    exec(
-        "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) "
-        "WITHOUT ROWID");
-    sqlite3_prepare_v2(db,
-                       "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET "
-                       "value = excluded.value",
-                       -1, &upsert, nullptr);
-  }
-  ~RawDb() {
-    sqlite3_finalize(upsert);
-    sqlite3_close(db);
-  }
-  void exec(const char* sql) {
-    if (sqlite3_exec(db, sql, nullptr, nullptr, nullptr) != SQLITE_OK)
-      throw std::runtime_error(sqlite3_errmsg(db));
-  }
-  void put(const std::string& k, const std::string& v) {
-    sqlite3_bind_text(upsert, 1, k.data(), static_cast<int>(k.size()), SQLITE_STATIC);
-    sqlite3_bind_text(upsert, 2, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
-    if (sqlite3_step(upsert) != SQLITE_DONE) throw std::runtime_error(sqlite3_errmsg(db));
-    sqlite3_reset(upsert);
-  }
-  // Upserts ops writes (cycling through d) in transactions of per_txn;
-  // returns writes per second.
-  double put_batched(const Data& d, std::size_t ops, std::size_t per_txn);
-};
-
-double RawDb::put_batched(const Data& d, std::size_t ops, std::size_t per_txn) {
-  const auto start = Clock::now();
-  for (std::size_t i = 0; i < ops; ++i) {
-    if (i % per_txn == 0) exec("BEGIN");
-    put(d.keys[i % d.keys.size()], d.values[i % d.keys.size()]);
-    if (i % per_txn == per_txn - 1 || i + 1 == ops) exec("COMMIT");
-  }
-  return static_cast<double>(ops) / seconds_since(start);
 }
 
 // ---- results ------------------------------------------------------------------
@@ -226,7 +178,7 @@ void bulk_writes(bool random) {
       Map map{pmap::SqliteBackend(fresh("bulk.db"))};
       ours = std::max(ours, insert_all(map, d, cfg.bulk_threads));
     }
-    RawDb db(fresh("raw.db"), "WAL");
+    pmap::raw::Sqlite db(fresh("raw.db"), "WAL");
     raw = std::max(raw, db.put_batched(d, cfg.n, 1000));
   }
   report({"bulk durable writes",
@@ -248,7 +200,7 @@ void awaited_writes() {
   double autocommit_wal = 0, autocommit_rollback = 0;
   for (int r = 0; r < cfg.reps; ++r) {
     for (const char* journal : {"WAL", "DELETE"}) {
-      RawDb db(fresh("autocommit.db"), journal);
+      pmap::raw::Sqlite db(fresh("autocommit.db"), journal);
       const auto start = Clock::now();
       for (std::size_t i = 0; i < base_ops; ++i) db.put(d.keys[i], d.values[i]);
       double& best = std::strcmp(journal, "WAL") == 0 ? autocommit_wal : autocommit_rollback;
@@ -262,7 +214,7 @@ void awaited_writes() {
   const std::size_t ceiling_ops = 64 * std::max<std::size_t>(base_ops / 4, 20);
   for (int r = 0; r < cfg.reps; ++r) {
     for (const char* sync : {"FULL", "OFF"}) {
-      RawDb db(fresh("ceiling.db"), "WAL");
+      pmap::raw::Sqlite db(fresh("ceiling.db"), "WAL");
       db.exec((std::string("PRAGMA synchronous=") + sync).c_str());
       double& best = std::strcmp(sync, "FULL") == 0 ? ceiling_full : ceiling_off;
       best = std::max(best, db.put_batched(d, ceiling_ops, 64));
@@ -589,20 +541,7 @@ void csv_writes_and_load() {
       map.flush().get();
       ours = std::max(ours, static_cast<double>(cfg.n) / seconds_since(start));
     }
-    {
-      const auto path = fresh("raw.csv");
-      const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
-      const auto start = Clock::now();
-      for (std::size_t i = 0; i < cfg.n; i += batch) {
-        std::string chunk;
-        for (std::size_t j = i; j < std::min(cfg.n, i + batch); ++j)
-          chunk += d.keys[j] + "," + d.values[j] + "\n";
-        if (::write(fd, chunk.data(), chunk.size()) < 0) throw std::runtime_error("write");
-        ::fdatasync(fd);
-      }
-      ::close(fd);
-      raw = std::max(raw, static_cast<double>(cfg.n) / seconds_since(start));
-    }
+    raw = std::max(raw, pmap::raw::append_csv(fresh("raw.csv"), d, batch));
   }
   report({"CSV bulk writes", "batches of 1000", "ops/s", ours, raw, "raw append + fsync per batch",
           "report", ""});
@@ -839,83 +778,6 @@ void shared_store() {
 #ifdef PMAP_BENCH_POSTGRES
 // ---- 8. PostgreSQL ------------------------------------------------------------------
 
-// Raw libpq on its own table of the same server: the baselines.
-class RawPg {
- public:
-  RawPg(const std::string& conninfo, const std::string& table) : c_(PQconnectdb(conninfo.c_str())) {
-    if (PQstatus(c_) != CONNECTION_OK) throw std::runtime_error(PQerrorMessage(c_));
-    exec("CREATE TABLE \"" + table + "\" (key bytea PRIMARY KEY, value bytea NOT NULL)");
-    prepare("up", "INSERT INTO \"" + table +
-                      "\" VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value");
-    prepare("get", "SELECT value FROM \"" + table + "\" WHERE key = $1");
-  }
-  ~RawPg() { PQfinish(c_); }
-  void exec(const std::string& sql) {
-    PGresult* r = PQexec(c_, sql.c_str());
-    const bool ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
-    PQclear(r);
-    if (!ok) throw std::runtime_error(sql + ": " + PQerrorMessage(c_));
-  }
-  // One upsert, one round trip, its own transaction.
-  void put(const std::string& k, const std::string& v) {
-    finish(PQexecPrepared(c_, "up", 2, values(k, v), lengths(k, v), kBinary, 1));
-  }
-  bool get(const std::string& k) {
-    PGresult* r = PQexecPrepared(c_, "get", 1, values(k, k), lengths(k, k), kBinary, 1);
-    const bool found = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
-    PQclear(r);
-    return found;
-  }
-  // Upserts every entry of d, per_txn to a transaction, each transaction's
-  // statements pipelined (one round trip); returns writes per second.
-  double put_batched(const Data& d, std::size_t per_txn) {
-    const auto start = Clock::now();
-    for (std::size_t i = 0; i < d.keys.size(); i += per_txn) {
-      PQenterPipelineMode(c_);
-      PQsendQueryParams(c_, "BEGIN", 0, nullptr, nullptr, nullptr, nullptr, 0);
-      const std::size_t end = std::min(d.keys.size(), i + per_txn);
-      for (std::size_t j = i; j < end; ++j)
-        PQsendQueryPrepared(c_, "up", 2, values(d.keys[j], d.values[j]),
-                            lengths(d.keys[j], d.values[j]), kBinary, 1);
-      PQsendQueryParams(c_, "COMMIT", 0, nullptr, nullptr, nullptr, nullptr, 0);
-      PQpipelineSync(c_);
-      for (std::size_t r = 0; r < end - i + 2; ++r) {
-        finish(PQgetResult(c_));
-        while (PGresult* rest = PQgetResult(c_)) PQclear(rest);
-      }
-      PGresult* sync = PQgetResult(c_);
-      PQclear(sync);
-      PQexitPipelineMode(c_);
-    }
-    return static_cast<double>(d.keys.size()) / seconds_since(start);
-  }
-
- private:
-  static constexpr int kBinary[2] = {1, 1};
-  void prepare(const char* name, const std::string& sql) {
-    finish(PQprepare(c_, name, sql.c_str(), 0, nullptr));
-  }
-  void finish(PGresult* r) {
-    const auto st = PQresultStatus(r);
-    PQclear(r);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-      throw std::runtime_error(PQerrorMessage(c_));
-  }
-  const char* const* values(const std::string& a, const std::string& b) {
-    v_[0] = a.data();
-    v_[1] = b.data();
-    return v_;
-  }
-  const int* lengths(const std::string& a, const std::string& b) {
-    l_[0] = static_cast<int>(a.size());
-    l_[1] = static_cast<int>(b.size());
-    return l_;
-  }
-  PGconn* c_;
-  const char* v_[2] = {};
-  int l_[2] = {};
-};
-
 // The server: PMAP_BENCH_PG, else PMAP_TEST_PG (./scripts/bench.sh and
 // ./scripts/test.sh start a throwaway one), as "host=H port=P dbname=D
 // user=U password=W".
@@ -959,7 +821,8 @@ void postgres_store() {
       Map map = open();
       bulk = std::max(bulk, insert_all(map, d, 8));
     }
-    raw_bulk = std::max(raw_bulk, RawPg(conninfo, fresh_table()).put_batched(d, 1000));
+    raw_bulk =
+        std::max(raw_bulk, pmap::raw::Postgres(conninfo, fresh_table()).put_batched(d, 1000));
   }
   report({"postgres", "bulk, 8 threads", "ops/s", bulk, raw_bulk,
           "raw libpq, pipelined upserts, 1 txn per 1,000", ">= 0.8x", ""});
@@ -971,7 +834,7 @@ void postgres_store() {
   for (int r = 0; r < cfg.reps; ++r) {
     Map map = open();
     awaited = std::max(awaited, awaited_inserts(map, d, per_thread));
-    RawPg raw(conninfo, fresh_table());
+    pmap::raw::Postgres raw(conninfo, fresh_table());
     const auto start = Clock::now();
     const std::size_t ops = std::min<std::size_t>({64 * per_thread, 5000, d.keys.size()});
     for (std::size_t i = 0; i < ops; ++i) raw.put(d.keys[i], d.values[i]);
@@ -985,7 +848,7 @@ void postgres_store() {
     const auto idx = random_indices(gets, cfg.n, 11);
     Map map = open();
     insert_all(map, d, 1);
-    RawPg raw(conninfo, fresh_table());
+    pmap::raw::Postgres raw(conninfo, fresh_table());
     raw.put_batched(d, 1000);
     double reads = 0, raw_reads = 0;
     for (int r = 0; r < cfg.reps; ++r) {
@@ -1024,95 +887,16 @@ std::string redis_url() {
   return "";
 }
 
-// Raw hiredis doing the map's work by hand, in one hash.
-class RawRedis {
- public:
-  explicit RawRedis(const std::string& hash) : hash_(hash) {
-    std::string rest = redis_url().substr(std::string("redis://").size());
-    rest = rest.substr(0, rest.find('/'));
-    const auto colon = rest.rfind(':');
-    c_ = redisConnect(rest.substr(0, colon).c_str(), std::stoi(rest.substr(colon + 1)));
-    if (!c_ || c_->err) throw std::runtime_error("cannot connect to " + redis_url());
-  }
-  ~RawRedis() { redisFree(c_); }
-  RawRedis(const RawRedis&) = delete;
-  RawRedis& operator=(const RawRedis&) = delete;
-
-  // One HSET, one round trip.
-  void put(const std::string& k, const std::string& v) {
-    reply(redisCommand(c_, "HSET %b %b %b", hash_.data(), hash_.size(), k.data(), k.size(),
-                       v.data(), v.size()));
-  }
-  bool get(const std::string& k) {
-    auto* r = static_cast<redisReply*>(
-        redisCommand(c_, "HGET %b %b", hash_.data(), hash_.size(), k.data(), k.size()));
-    const bool found = r && r->type == REDIS_REPLY_STRING;
-    freeReplyObject(r);
-    return found;
-  }
-  // Every entry of d, per_txn to a MULTI/EXEC, each transaction pipelined
-  // (one round trip); with `keys`, one key per entry (SET) instead of one
-  // hash. Returns writes per second.
-  double put_batched(const Data& d, std::size_t per_txn, bool keys = false) {
-    const auto start = Clock::now();
-    for (std::size_t i = 0; i < d.keys.size(); i += per_txn) {
-      const std::size_t end = std::min(d.keys.size(), i + per_txn);
-      redisAppendCommand(c_, "MULTI");
-      for (std::size_t j = i; j < end; ++j) {
-        const std::string& k = d.keys[j];
-        const std::string& v = d.values[j];
-        if (keys) {
-          const std::string key = hash_ + ":" + k;
-          redisAppendCommand(c_, "SET %b %b", key.data(), key.size(), v.data(), v.size());
-        } else {
-          redisAppendCommand(c_, "HSET %b %b %b", hash_.data(), hash_.size(), k.data(), k.size(),
-                             v.data(), v.size());
-        }
-      }
-      redisAppendCommand(c_, "EXEC");
-      for (std::size_t r = 0; r < end - i + 2; ++r) {
-        void* out = nullptr;
-        if (redisGetReply(c_, &out) != REDIS_OK) throw std::runtime_error("redis: connection lost");
-        freeReplyObject(out);
-      }
-    }
-    return static_cast<double>(d.keys.size()) / seconds_since(start);
-  }
-  // The server's dataset.bytes (MEMORY STATS).
-  long long dataset_bytes() {
-    auto* r = static_cast<redisReply*>(redisCommand(c_, "MEMORY STATS"));
-    long long bytes = 0;
-    for (std::size_t i = 0; r && i + 1 < r->elements; i += 2)
-      if (std::string_view(r->element[i]->str, r->element[i]->len) == "dataset.bytes")
-        bytes = r->element[i + 1]->integer;
-    freeReplyObject(r);
-    return bytes;
-  }
-  // Deletes every key that starts with `prefix`.
-  void drop(const std::string& prefix) {
-    std::string cursor = "0";
-    const std::string match = prefix + "*";
-    do {
-      auto* r = static_cast<redisReply*>(redisCommand(c_, "SCAN %s MATCH %b COUNT 1000",
-                                                      cursor.c_str(), match.data(), match.size()));
-      if (!r || r->type != REDIS_REPLY_ARRAY) break;
-      cursor = r->element[0]->str;
-      for (std::size_t i = 0; i < r->element[1]->elements; ++i) {
-        const redisReply* k = r->element[1]->element[i];
-        reply(redisCommand(c_, "DEL %b", k->str, k->len));  // freed now, not lazily
-      }
-      freeReplyObject(r);
-    } while (cursor != "0");
-  }
-
- private:
-  void reply(void* r) {
-    if (!r) throw std::runtime_error("redis: connection lost");
-    freeReplyObject(r);
-  }
-  std::string hash_;
-  redisContext* c_;
-};
+// The server of redis_url() for raw hiredis.
+pmap::raw::RedisServer redis_server() {
+  std::string rest = redis_url().substr(std::string("redis://").size());
+  rest = rest.substr(0, rest.find('/'));
+  const auto colon = rest.rfind(':');
+  pmap::raw::RedisServer server;
+  server.host = rest.substr(0, colon);
+  server.port = std::stoi(rest.substr(colon + 1));
+  return server;
+}
 
 // The Redis backend beside raw hiredis doing the same work on the same
 // server: the layout chosen (one hash per map) against a key per entry,
@@ -1137,7 +921,7 @@ void redis_store() {
     for (int r = 0; r < cfg.reps; ++r) {
       for (const bool keys : {false, true}) {
         const std::string prefix = fresh_prefix();
-        RawRedis raw("{" + prefix + "}data");
+        pmap::raw::Redis raw(redis_server(), "{" + prefix + "}data");
         const long long before = raw.dataset_bytes();
         const double rate = raw.put_batched(d, 1000, keys);
         const double bytes =
@@ -1159,7 +943,9 @@ void redis_store() {
       Map map{uri(fresh_prefix())};
       bulk = std::max(bulk, insert_all(map, d, 8));
     }
-    raw_bulk = std::max(raw_bulk, RawRedis("{" + fresh_prefix() + "}data").put_batched(d, 1000));
+    raw_bulk = std::max(
+        raw_bulk,
+        pmap::raw::Redis(redis_server(), "{" + fresh_prefix() + "}data").put_batched(d, 1000));
   }
   // What the map reaches with nothing behind it (the memory backend): its
   // own ceiling on this machine, beside which the raw figures are read.
@@ -1169,9 +955,8 @@ void redis_store() {
     ceiling_bulk = std::max(ceiling_bulk, insert_all(map, d, 8));
   }
   char extra[200];
-  std::snprintf(extra, sizeof extra,
-                "the map on the memory backend here: %.0f ops/s (%.2fx raw)", ceiling_bulk,
-                ceiling_bulk / raw_bulk);
+  std::snprintf(extra, sizeof extra, "the map on the memory backend here: %.0f ops/s (%.2fx raw)",
+                ceiling_bulk, ceiling_bulk / raw_bulk);
   report({"redis", "bulk, 8 threads", "ops/s", bulk, raw_bulk,
           "raw hiredis, pipelined MULTI/EXEC of 1,000", ">= 0.8x", extra});
   // Awaited: 64 threads, each write awaited; raw: one HSET per round trip.
@@ -1180,7 +965,7 @@ void redis_store() {
   for (int r = 0; r < cfg.reps; ++r) {
     Map map{uri(fresh_prefix())};
     awaited = std::max(awaited, awaited_inserts(map, d, per_thread));
-    RawRedis raw("{" + fresh_prefix() + "}data");
+    pmap::raw::Redis raw(redis_server(), "{" + fresh_prefix() + "}data");
     const auto start = Clock::now();
     const std::size_t ops = std::min<std::size_t>({64 * per_thread, 20000, d.keys.size()});
     for (std::size_t i = 0; i < ops; ++i) raw.put(d.keys[i], d.values[i]);
@@ -1191,9 +976,8 @@ void redis_store() {
     Map map{pmap::MemoryBackend()};
     ceiling_awaited = std::max(ceiling_awaited, awaited_inserts(map, d, per_thread));
   }
-  std::snprintf(extra, sizeof extra,
-                "the map on the memory backend here: %.0f ops/s (%.2fx raw)", ceiling_awaited,
-                ceiling_awaited / raw_awaited);
+  std::snprintf(extra, sizeof extra, "the map on the memory backend here: %.0f ops/s (%.2fx raw)",
+                ceiling_awaited, ceiling_awaited / raw_awaited);
   report({"redis", "awaited, 64 threads", "ops/s", awaited, raw_awaited,
           "raw hiredis, one HSET per round trip", ">= 5x", extra});
   // get(): 4 threads from the cache; raw: an HGET round trip each.
@@ -1203,7 +987,7 @@ void redis_store() {
     const std::string prefix = fresh_prefix();
     Map map{uri(prefix)};
     insert_all(map, d, 1);
-    RawRedis raw("{" + prefix + "}data");
+    pmap::raw::Redis raw(redis_server(), "{" + prefix + "}data");
     double reads = 0, raw_reads = 0;
     for (int r = 0; r < cfg.reps; ++r) {
       reads = std::max(reads, cached_gets(map, d, idx));
@@ -1221,7 +1005,7 @@ void redis_store() {
       "redis", [&] { return uri(fresh_prefix()); }, uri(fresh_prefix()),
       "1 process, same updates, same server");
   // Tidy up the keys this run made.
-  RawRedis tidy("unused");
+  pmap::raw::Redis tidy(redis_server(), "unused");
   for (const auto& p : prefixes) tidy.drop("{" + p + "}");
 }
 #endif
@@ -1284,11 +1068,14 @@ void pmapctl_on_a_big_store() {
   };
   const Query queries[] = {
       {"count", {PMAP_BENCH_PMAPCTL, "count", uri}, {"sqlite3", db, "SELECT count(*) FROM kv"}},
-      {"get", {PMAP_BENCH_PMAPCTL, "get", uri, key},
+      {"get",
+       {PMAP_BENCH_PMAPCTL, "get", uri, key},
        {"sqlite3", db, "SELECT value FROM kv WHERE key = '" + key + "'"}},
-      {"has", {PMAP_BENCH_PMAPCTL, "has", uri, key},
+      {"has",
+       {PMAP_BENCH_PMAPCTL, "has", uri, key},
        {"sqlite3", db, "SELECT 1 FROM kv WHERE key = '" + key + "'"}},
-      {"list --limit 10", {PMAP_BENCH_PMAPCTL, "list", uri, "--limit", "10"},
+      {"list --limit 10",
+       {PMAP_BENCH_PMAPCTL, "list", uri, "--limit", "10"},
        {"sqlite3", db, "SELECT key, value FROM kv LIMIT 10"}},
   };
   for (const Query& q : queries) {

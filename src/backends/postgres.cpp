@@ -40,6 +40,7 @@
 #include "change_record.hpp"
 #include "file_util.hpp"
 #include "pmap/error.hpp"
+#include "server_uri.hpp"
 #include "wake_fd.hpp"
 
 namespace pmap {
@@ -931,9 +932,8 @@ std::unique_ptr<Backend> PostgresBackend::open_reader() { return std::make_uniqu
 // ---- URIs: postgres://user:password@host:port/db?table=T&sslmode=... (and
 // postgresql://), handed to libpq without "table".
 
-namespace {
-
-std::unique_ptr<Backend> open_uri(std::string_view scheme, std::string_view rest) {
+std::pair<std::string, PostgresOptions> detail::parse_postgres_uri(std::string_view scheme,
+                                                                   std::string_view rest) {
   const std::string uri = std::string(scheme) + ":" + std::string(rest);
   PostgresOptions options;
   const auto q = uri.find('?');
@@ -953,6 +953,13 @@ std::unique_ptr<Backend> open_uri(std::string_view scheme, std::string_view rest
     }
     if (!query.empty()) conninfo += "?" + query;
   }
+  return {conninfo, options};
+}
+
+namespace {
+
+std::unique_ptr<Backend> open_uri(std::string_view scheme, std::string_view rest) {
+  auto [conninfo, options] = detail::parse_postgres_uri(scheme, rest);
   return std::make_unique<PostgresBackend>(conninfo, std::move(options));
 }
 

@@ -32,6 +32,7 @@
 #include "change_record.hpp"
 #include "file_util.hpp"
 #include "pmap/error.hpp"
+#include "server_uri.hpp"
 #include "wake_fd.hpp"
 
 namespace pmap {
@@ -910,7 +911,7 @@ bool percent_decode(std::string_view in, std::string& out) {
   return true;
 }
 
-std::unique_ptr<Backend> open_uri(std::string_view scheme, std::string_view rest) {
+RedisOptions parse_uri(std::string_view scheme, std::string_view rest) {
   const std::string uri = std::string(scheme) + ":" + std::string(rest);
   const auto bad = [&](const std::string& why) {
     return Error(Errc::invalid_argument,
@@ -1009,10 +1010,18 @@ std::unique_ptr<Backend> open_uri(std::string_view scheme, std::string_view rest
                 "\" (known: prefix, db, password, timeout, resolve_timeout, replicas, "
                 "replica_timeout, read_only)");
   }
-  return std::make_unique<RedisBackend>(std::move(options));
+  return options;
+}
+
+std::unique_ptr<Backend> open_uri(std::string_view scheme, std::string_view rest) {
+  return std::make_unique<RedisBackend>(parse_uri(scheme, rest));
 }
 
 }  // namespace
+
+RedisOptions detail::parse_redis_uri(std::string_view scheme, std::string_view rest) {
+  return parse_uri(scheme, rest);
+}
 
 }  // namespace pmap
 

@@ -11,6 +11,13 @@
 #include <map>
 #include <pmap/pmap.hpp>
 
+#ifdef PMAP_TEST_POSTGRES
+#include <libpq-fe.h>
+#endif
+#ifdef PMAP_TEST_REDIS
+#include <hiredis/hiredis.h>
+#endif
+
 #include "../support/servers.hpp"
 #include "../support/test_backend.hpp"
 #include "run.hpp"
@@ -386,18 +393,38 @@ TEST_F(Pmapctl, WatchPrintsEveryChangeToASharedStoreUntilInterrupted) {
   EXPECT_EQ(run({"watch", csv()}).code, 3);
 }
 
-// bench measures beside its baselines and leaves the store as it found it.
-TEST_F(Pmapctl, BenchReportsRatesBesideBaselinesAndLeavesTheStoreAsItWas) {
-  const std::string uri = sqlite();
-  fill(uri, {{"mine", "1"}});
-  const auto r = run({"bench", uri, "--n", "2000", "--threads", "2"});
-  ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_NE(r.out.find("2000 entries of 100 bytes, 2 threads"), std::string::npos) << r.out;
-  for (const char* row : {"writes (insert, then one flush)", "the backend alone, batches of 1,000",
-                          "reads (get, from the cache)", "a std::unordered_map, same keys"})
-    EXPECT_NE(r.out.find(row), std::string::npos) << row << " in\n" << r.out;
-  EXPECT_EQ(entries_of(uri), (Entries{{"mine", "1"}}));
-  EXPECT_EQ(run({"bench", uri, "--n", "0"}).code, 2);
+// bench measures beside the benchmark suite's raw baseline for the scheme,
+// on the same file system, and leaves the store and the directory as it
+// found them.
+TEST_F(Pmapctl, BenchReportsRatesBesideRawBaselinesAndLeavesTheStoreAsItWas) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {sqlite(), "raw SQLite, 1,000 upserts a transaction"},
+      {csv(), "raw append, fdatasync per 1,000 lines"},
+      {"memory:", "a std::unordered_map, 1 thread"}};
+  for (const auto& [uri, baseline] : cases) {
+    SCOPED_TRACE(uri);
+    if (uri != "memory:") fill(uri, {{"mine", "1"}});
+    std::vector<std::filesystem::path> files_before;
+    for (const auto& f : std::filesystem::directory_iterator(dir.path()))
+      files_before.push_back(f.path());
+    const auto r = run({"bench", uri, "--n", "2000", "--threads", "2"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.out.find("2000 entries of 100 bytes, 2 threads"), std::string::npos) << r.out;
+    for (const std::string& row : {std::string("writes (insert, then one flush)"), baseline,
+                                   std::string("reads (get, from the cache)"),
+                                   std::string("a std::unordered_map, same keys")})
+      EXPECT_NE(r.out.find(row), std::string::npos) << row << " in\n" << r.out;
+    if (uri != "memory:") {
+      EXPECT_EQ(entries_of(uri), (Entries{{"mine", "1"}}));
+    }
+    std::vector<std::filesystem::path> files_after;
+    for (const auto& f : std::filesystem::directory_iterator(dir.path()))
+      files_after.push_back(f.path());
+    std::sort(files_before.begin(), files_before.end());
+    std::sort(files_after.begin(), files_after.end());
+    EXPECT_EQ(files_after, files_before) << "the scratch file is removed";
+  }
+  EXPECT_EQ(run({"bench", sqlite(), "--n", "0"}).code, 2);
 }
 
 // The progress bar: on a terminal (script(1) gives the tool a pseudo-
@@ -419,6 +446,33 @@ TEST_F(Pmapctl, TheProgressBarShowsOnATerminalOnly) {
       run_script(std::string(PMAPCTL) + " --quiet import " + sqlite("q.db") + " " + input, env);
   EXPECT_EQ(quiet.find("import ["), std::string::npos) << quiet;
 }
+
+#ifdef PMAP_TEST_POSTGRES
+// The tables of the test server whose name begins with `stem`.
+long pg_tables_named(const std::string& stem) {
+  PGconn* c = PQconnectdb(pmap_test::postgres_conninfo().c_str());
+  const std::string sql =
+      "SELECT count(*) FROM pg_tables WHERE starts_with(tablename, '" + stem + "')";
+  PGresult* r = PQexec(c, sql.c_str());
+  const long n = PQresultStatus(r) == PGRES_TUPLES_OK ? std::stol(PQgetvalue(r, 0, 0)) : -1;
+  PQclear(r);
+  PQfinish(c);
+  return n;
+}
+#endif
+
+#ifdef PMAP_TEST_REDIS
+// The keys of the test server that match `pattern` (KEYS: a test server).
+long redis_keys_matching(const std::string& pattern) {
+  const auto [host, port] = pmap_test::redis_host_port();
+  redisContext* c = redisConnect(host.c_str(), port);
+  auto* r = static_cast<redisReply*>(redisCommand(c, "KEYS %b", pattern.data(), pattern.size()));
+  const long n = r && r->type == REDIS_REPLY_ARRAY ? static_cast<long>(r->elements) : -1;
+  freeReplyObject(r);
+  redisFree(c);
+  return n;
+}
+#endif
 
 // The servers' schemes need nothing of the tool's own: the same commands,
 // and reading still changes nothing (no table is created).
@@ -449,6 +503,30 @@ TEST(PmapctlServers, TheServersSchemesWorkLikeAnyOther) {
     EXPECT_EQ(run({"del", uri, "k", "j"}).code, 0);
     EXPECT_EQ(run({"has", uri, "k"}).code, 1);
   }
+#ifdef PMAP_TEST_POSTGRES
+  // bench beside raw libpq on a scratch table of the same server, dropped.
+  if (!pmap_test::postgres_conninfo().empty()) {
+    const std::string uri = pmap_test::postgres_uri(pmap_test::unique_table("ctl_bench"));
+    const long scratch = pg_tables_named("pmapctl_bench_");
+    const auto r = run({"bench", uri, "--n", "2000"});
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.out.find("raw libpq, pipelined, 1,000 upserts a txn"), std::string::npos) << r.out;
+    EXPECT_EQ(pg_tables_named("pmapctl_bench_"), scratch) << "the scratch table is dropped";
+    EXPECT_EQ(run({"count", uri}).out, "0\n");
+  }
+#endif
+#ifdef PMAP_TEST_REDIS
+  // bench beside raw hiredis on a scratch hash of the same server, deleted.
+  if (!pmap_test::redis_url().empty()) {
+    const std::string uri = pmap_test::redis_uri(pmap_test::unique_table("ctl_bench") + ":");
+    const long scratch = redis_keys_matching("{pmapctl_bench_*");
+    const auto r = run({"bench", uri, "--n", "2000"});
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.out.find("raw hiredis, MULTI/EXEC of 1,000 HSETs"), std::string::npos) << r.out;
+    EXPECT_EQ(redis_keys_matching("{pmapctl_bench_*"), scratch) << "the scratch hash is deleted";
+    EXPECT_EQ(run({"count", uri}).out, "0\n");
+  }
+#endif
 #ifdef PMAP_TEST_POSTGRES
   if (!pmap_test::postgres_conninfo().empty()) {
     const std::string table = pmap_test::unique_table("ctl_absent");
