@@ -152,6 +152,18 @@ class Backend {
   // lines for people: pages, dead rows, the WAL's size. Default: none.
   virtual std::vector<std::pair<std::string, std::string>> details() { return {}; }
 
+  // Damage that only the backend can see, looked for by reading all the
+  // storage it has (SQLite: PRAGMA integrity_check of the whole file): a
+  // line for each damaged place, naming the file and where in it, at most
+  // `limit` lines. Empty: none found. Damage in the entries themselves
+  // also fails scan() (a CSV file's damaged lines fail the opener, all
+  // named); this finds what scan() would not reach, or would stop at.
+  // Default: none looked for.
+  virtual std::vector<std::string> damage(std::size_t limit) {
+    (void)limit;
+    return {};
+  }
+
   // Gives back the space that erased and overwritten entries left (SQLite:
   // VACUUM; CSV: the file rewritten), atomically: on a throw the store is as
   // it was. Returns false when the backend has nothing of the kind (the

@@ -208,10 +208,20 @@ struct CsvBackend::Impl {
     }
   }
 
-  [[noreturn]] void corrupt(std::size_t line, const std::string& why) const {
-    throw Error(Errc::corrupt, where + " line " + std::to_string(line) + ": " + why +
-                                   " (the file was left untouched; fix it by hand or restore "
-                                   "a backup)");
+  // A damaged place that load() found: its line, what is wrong, and where
+  // reading can go on after it (an offset in the data parsed; npos: the
+  // line after the parser's position).
+  struct Damaged {
+    std::size_t line;
+    std::string why;
+    std::size_t resume = std::string_view::npos;
+  };
+  // How many damaged lines one error names; the rest are counted.
+  static constexpr std::size_t kDamageShown = 20;
+
+  [[noreturn]] static void corrupt(std::size_t line, std::string why,
+                                   std::size_t resume = std::string_view::npos) {
+    throw Damaged{line, std::move(why), resume};
   }
 
   void put(std::string key, std::string value) {
@@ -234,45 +244,104 @@ struct CsvBackend::Impl {
   // Parses the whole file into entries, counts its lines, and notes where
   // appends may go: after the last complete record (an incomplete batch at
   // the end, torn by a crash, is cut off before the first append).
-  // Returns that length.
+  // Returns that length. A damaged file is Errc::corrupt naming every
+  // damaged line (the first kDamageShown), read on past each.
   std::size_t load(const std::string& content) {
     std::string_view data = content;
     const std::size_t bom = data.substr(0, kBom.size()) == kBom ? kBom.size() : 0;
     data.remove_prefix(bom);
+    try {
+      return bom + parse(data, bom);
+    } catch (const Damaged& first) {
+      throw Error(Errc::corrupt, where + damage_report(data, first) +
+                                     " (the file was left untouched; fix it by hand or restore "
+                                     "a backup)");
+    }
+  }
+
+  // The header, then the rest; data follows a BOM of `bom` bytes. Returns
+  // the length that load() returns, less the BOM.
+  std::size_t parse(std::string_view data, std::size_t bom) {
     Parser parser(data, 1);
     std::vector<Field> fields;
     bool terminated = false;
-    auto status = parser.next(fields, terminated);
+    const auto status = parser.next(fields, terminated);
     if (status == Parser::Status::end) {  // an empty file: an empty map
       lead = std::string(kHeader);
-      return content.size();
+      return data.size();
     }
     if (status != Parser::Status::record) corrupt(1, describe_status(status));
     if (fields.size() != 2 || fields[0].text != "key" || fields[1].text != "value")
       corrupt(1, "expected the header key,value");
     header_end = static_cast<off_t>(bom + parser.pos());
     header_has_eol = terminated;
+    return parse_rows(data, parser);
+  }
 
-    for (;;) {
-      const std::size_t at = parser.pos();
-      const std::string_view rest = data.substr(at);
-      if (rest.substr(0, kMarker.size()) == kMarker ||
-          (rest.find('\n') == std::string_view::npos && kMarker.substr(0, rest.size()) == rest &&
-           !rest.empty())) {
-        if (!load_batch(data, parser)) return bom + at;  // an incomplete batch at the end
-        continue;
+  // Rows and batches from the parser's position to the end of data.
+  std::size_t parse_rows(std::string_view data, Parser& parser) {
+    std::vector<Field> fields;
+    bool terminated = false;
+    try {
+      for (;;) {
+        const std::size_t at = parser.pos();
+        const std::string_view rest = data.substr(at);
+        if (rest.substr(0, kMarker.size()) == kMarker ||
+            (rest.find('\n') == std::string_view::npos && kMarker.substr(0, rest.size()) == rest &&
+             !rest.empty())) {
+          if (!load_batch(data, parser)) return at;  // an incomplete batch at the end
+          continue;
+        }
+        const auto status = parser.next(fields, terminated);
+        if (status == Parser::Status::end) return data.size();
+        if (status != Parser::Status::record)
+          corrupt(parser.record_line(), describe_status(status));
+        if (!terminated) lead = "\n";  // the last line: the next append starts a new one
+        if (fields.size() == 1 && fields[0].text.empty() && !fields[0].quoted) continue;  // blank
+        if (fields.size() != 2)
+          corrupt(parser.record_line(),
+                  "expected 2 fields (key,value), found " + std::to_string(fields.size()));
+        ++lines;
+        put(std::move(fields[0].text), std::move(fields[1].text));
       }
-      status = parser.next(fields, terminated);
-      if (status == Parser::Status::end) return content.size();
-      if (status != Parser::Status::record) corrupt(parser.record_line(), describe_status(status));
-      if (!terminated) lead = "\n";  // the last line: the next append starts a new one
-      if (fields.size() == 1 && fields[0].text.empty() && !fields[0].quoted) continue;  // blank
-      if (fields.size() != 2)
-        corrupt(parser.record_line(),
-                "expected 2 fields (key,value), found " + std::to_string(fields.size()));
-      ++lines;
-      put(std::move(fields[0].text), std::move(fields[1].text));
+    } catch (Damaged& d) {
+      if (d.resume == std::string_view::npos) {  // the start of the next line
+        const std::size_t pos = parser.pos();
+        const std::size_t eol = data.find('\n', pos == 0 ? 0 : pos - 1);
+        d.resume = eol == std::string_view::npos ? data.size() : eol + 1;
+      }
+      throw;
     }
+  }
+
+  // " line 5: why" for the first damaged place, and on past it the others:
+  // " has 3 damaged lines: line 5: why; line 9: why; line 12: why".
+  std::string damage_report(std::string_view data, Damaged damaged) const {
+    std::vector<std::string> shown{"line " + std::to_string(damaged.line) + ": " + damaged.why};
+    std::size_t count = 1, offset = 0, line = 1;
+    // A scratch copy parses the rest: this one's state is not to change.
+    Impl scratch(path, where, std::nullopt);
+    while (damaged.resume != std::string_view::npos && damaged.resume > 0 &&
+           offset + damaged.resume < data.size()) {
+      const std::string_view from = data.substr(offset, damaged.resume);
+      line += static_cast<std::size_t>(std::count(from.begin(), from.end(), '\n'));
+      offset += damaged.resume;
+      const std::string_view rest = data.substr(offset);
+      Parser parser(rest, line);
+      try {
+        scratch.parse_rows(rest, parser);
+        break;
+      } catch (Damaged& next) {
+        damaged = std::move(next);
+        if (++count <= kDamageShown)
+          shown.push_back("line " + std::to_string(damaged.line) + ": " + damaged.why);
+      }
+    }
+    if (count == 1) return " " + shown.front();
+    std::string out = " has " + std::to_string(count) + " damaged lines: ";
+    for (std::size_t i = 0; i < shown.size(); ++i) out += (i ? "; " : "") + shown[i];
+    if (count > shown.size()) out += "; and " + std::to_string(count - shown.size()) + " more";
+    return out;
   }
 
   // At a marker: applies the batch and moves past it. Returns false when
@@ -285,14 +354,14 @@ struct CsvBackend::Impl {
       // A marker line cut short: only digits may follow the marker text.
       const std::string_view tail = data.substr(at);
       for (std::size_t i = std::min(tail.size(), kMarker.size()); i < tail.size(); ++i)
-        if (tail[i] < '0' || tail[i] > '9') corrupt(line, "a malformed batch marker");
+        if (tail[i] < '0' || tail[i] > '9') corrupt(line, "a malformed batch marker", data.size());
       return false;
     }
     const std::string_view digits = data.substr(at + kMarker.size(), eol - at - kMarker.size());
     std::size_t length = 0;
-    if (digits.empty() || digits.size() > 15) corrupt(line, "a malformed batch marker");
+    if (digits.empty() || digits.size() > 15) corrupt(line, "a malformed batch marker", eol + 1);
     for (char c : digits) {
-      if (c < '0' || c > '9') corrupt(line, "a malformed batch marker");
+      if (c < '0' || c > '9') corrupt(line, "a malformed batch marker", eol + 1);
       length = length * 10 + static_cast<std::size_t>(c - '0');
     }
     const std::size_t body_start = eol + 1;
@@ -307,14 +376,17 @@ struct CsvBackend::Impl {
     for (;;) {
       const auto status = inner.next(fields, terminated);
       if (status == Parser::Status::end) break;
-      if (status != Parser::Status::record) corrupt(inner.record_line(), describe_status(status));
-      if (!terminated) corrupt(inner.record_line(), "a batch line without its line end");
+      if (status != Parser::Status::record)
+        corrupt(inner.record_line(), describe_status(status), body_start + length);
+      if (!terminated)
+        corrupt(inner.record_line(), "a batch line without its line end", body_start + length);
       if (fields.size() == 2)
         ops.emplace_back(std::move(fields[0].text), std::move(fields[1].text));
       else if (fields.size() == 1 && !(fields[0].text.empty() && !fields[0].quoted))
         ops.emplace_back(std::move(fields[0].text), std::nullopt);
       else
-        corrupt(inner.record_line(), "a batch line must be key,value (put) or key (erase)");
+        corrupt(inner.record_line(), "a batch line must be key,value (put) or key (erase)",
+                body_start + length);
     }
     for (auto& [key, value] : ops) {
       if (value)

@@ -977,6 +977,37 @@ std::vector<std::pair<std::string, std::string>> SqliteBackend::details() {
           {"mode", d.shared ? "shared (change record " + d.log_table + ")" : "exclusive"}};
 }
 
+std::vector<std::string> SqliteBackend::damage(std::size_t limit) {
+  Impl& d = *impl_;
+  std::vector<std::string> out;
+  if (limit == 0) return out;
+  // One row per problem ("Tree 4 page 7 cell 0: ..."), or the one row "ok".
+  const std::string sql = "PRAGMA integrity_check(" + std::to_string(limit) + ")";
+  sqlite3_stmt* stmt = nullptr;
+  int rc = sqlite3_prepare_v2(d.db, sql.c_str(), -1, &stmt, nullptr);
+  if (rc != SQLITE_OK) {
+    out.push_back(d.path.string() + ": cannot check it: " + sqlite3_errmsg(d.db));
+    return out;
+  }
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
+    // A row may hold several problems, a line each, under a heading that
+    // names the schema ("*** in database main ***").
+    std::string_view rest = text ? text : "";
+    while (!rest.empty() && out.size() < limit) {
+      const std::string_view line = rest.substr(0, rest.find('\n'));
+      rest.remove_prefix(std::min(rest.size(), line.size() + 1));
+      if (line != "ok" && !line.starts_with("*** in database"))
+        out.push_back(d.path.string() + ": " + std::string(line));
+    }
+  }
+  sqlite3_finalize(stmt);
+  // A file too damaged to check at all is one damaged place itself.
+  if (rc != SQLITE_DONE)
+    out.push_back(d.path.string() + ": integrity_check could not finish: " + sqlite3_errstr(rc));
+  return out;
+}
+
 bool SqliteBackend::compact() {
   Impl& d = *impl_;
   if (d.options.read_only)

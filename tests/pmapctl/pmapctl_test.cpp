@@ -188,14 +188,41 @@ TEST_F(Pmapctl, CopyMigratesAStoreAndVerifyProvesBothHoldTheSameEntries) {
   const auto forced = run({"copy", src, dst, "--force", "--batch", "3"});
   ASSERT_EQ(forced.code, 0) << forced.err;
   EXPECT_EQ(entries_of(dst), kAwkward);
-  // A store that cannot be read is exit 3, naming where.
+  // A damaged store is exit 3, naming every damaged place: each line of a
+  // CSV file...
   const auto broken = dir / "broken.csv";
-  std::ofstream(broken) << "key,value\na,1\nb,\"2\n";
+  std::ofstream(broken) << "key,value\na,1,x\nb,2\nc,\"3\n";
   const auto unreadable = run({"verify", "csv:" + broken.string()});
   EXPECT_EQ(unreadable.code, 3);
-  EXPECT_NE(unreadable.err.find(broken.string() + " line 3: a quoted field is never closed"),
+  EXPECT_NE(unreadable.out.find("damaged: csv:" + broken.string() +
+                                " has 2 damaged lines: line 2: expected 2 fields"),
+            std::string::npos)
+      << unreadable.out;
+  EXPECT_NE(unreadable.out.find("; line 4: a quoted field is never closed"), std::string::npos)
+      << unreadable.out;
+  EXPECT_NE(unreadable.err.find("the store is damaged (above): restore it from a backup"),
             std::string::npos)
       << unreadable.err;
+  // ... each page of an SQLite file, from its integrity check.
+  const auto pages = dir / "pages.db";
+  fill("sqlite:" + pages.string(), [] {
+    Entries many;
+    for (int i = 0; i < 5000; ++i) many["key " + std::to_string(i)] = std::string(60, 'v');
+    return many;
+  }());
+  EXPECT_EQ(run({"compact", "sqlite:" + pages.string()}).code, 0);
+  {
+    std::fstream f(pages, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(4096 * 20 + 100);
+    f << std::string(300, '\xff');
+  }
+  const auto damaged_pages = run({"verify", "sqlite:" + pages.string()});
+  EXPECT_EQ(damaged_pages.code, 3);
+  EXPECT_NE(damaged_pages.out.find("damaged: " + pages.string() + ": On tree page "),
+            std::string::npos)
+      << damaged_pages.out;
+  EXPECT_GT(std::count(damaged_pages.out.begin(), damaged_pages.out.end(), '\n'), 1)
+      << damaged_pages.out;
   EXPECT_EQ(run({"verify", dst}).out,
             "sqlite:" + (dir / "s.db").string() + "#kv: 10 entries, all readable\n");
 }

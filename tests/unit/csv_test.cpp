@@ -169,6 +169,57 @@ TEST(Csv, MalformedFileIsRejectedWithItsLineAndLeftUntouched) {
   }
 }
 
+// A file damaged in several places names each one, read on past each: a
+// damaged batch is skipped whole (its erase lines are no damage), a
+// damaged row or marker to the next line; past 20 they are counted.
+TEST(Csv, EveryDamagedLineIsNamedInOneError) {
+  TempDir dir;
+  const auto path = dir / "bad.csv";
+  const std::string content =
+      "key,value\n"
+      "a,1\n"
+      "b,2,3\n"              // line 3: three fields
+      "#pmap-batch 9\n"      // line 4
+      "a,b,c\n"              // line 5: a batch line of three fields
+      "kk\n"                 // line 6: an erase, inside the damaged batch
+      "c,3\n"                // line 7
+      "#pmap-batch zz\n"     // line 8: a malformed marker
+      "\"d\"x,4\n"           // line 9: text after a closing quote
+      "e,5\n"                // line 10
+      "\"never closed,6\n";  // line 11
+  spit(path, content);
+  try {
+    pmap::CsvBackend b(path);
+    ADD_FAILURE() << "loaded a damaged file";
+  } catch (const pmap::Error& e) {
+    EXPECT_EQ(e.code(), pmap::Errc::corrupt);
+    const std::string what = e.what();
+    EXPECT_NE(what.find("bad.csv has 5 damaged lines: line 3: expected 2 fields (key,value), "
+                        "found 3; line 5: a batch line must be"),
+              std::string::npos)
+        << what;
+    for (const char* place : {"; line 8: a malformed batch marker", "; line 9: a closing quote",
+                              "; line 11: a quoted field is never closed"})
+      EXPECT_NE(what.find(place), std::string::npos) << place << " in " << what;
+    EXPECT_EQ(what.find("line 6"), std::string::npos) << what;
+  }
+  EXPECT_EQ(slurp(path), content);
+
+  std::string many = "key,value\n";
+  for (int i = 0; i < 25; ++i) many += "x\n";
+  spit(path, many);
+  try {
+    pmap::CsvBackend b(path);
+    ADD_FAILURE() << "loaded a damaged file";
+  } catch (const pmap::Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("has 25 damaged lines: line 2: "), std::string::npos) << what;
+    EXPECT_NE(what.find("; line 21: "), std::string::npos) << what;
+    EXPECT_EQ(what.find("; line 22: "), std::string::npos) << what;
+    EXPECT_NE(what.find("; and 5 more"), std::string::npos) << what;
+  }
+}
+
 TEST(Csv, AWriteAppendsTheBatchNotTheFile) {
   TempDir dir;
   const auto path = dir / "append.csv";

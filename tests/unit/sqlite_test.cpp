@@ -63,6 +63,39 @@ TEST(Sqlite, DamagedDatabaseIsAClearErrorNotACrash) {
   EXPECT_EQ(slurp(path), content);
 }
 
+// damage() runs integrity_check over the whole file: nothing on a sound
+// one; on one with a page overwritten, the damaged places, each naming the
+// file and the page, at most `limit` of them.
+TEST(Sqlite, DamageNamesEachDamagedPageOfTheFile) {
+  TempDir dir;
+  const auto path = dir / "pages.db";
+  {
+    pmap::SqliteBackend b(path);
+    std::vector<pmap::Write> batch;
+    for (int i = 0; i < 5000; ++i)
+      batch.push_back({pmap::Write::Op::put, "key " + std::to_string(i), std::string(60, 'v')});
+    b.write(batch);
+    EXPECT_TRUE(b.damage(10).empty());
+    b.compact();  // everything in the file, none in the WAL
+  }
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(4096 * 20 + 100);
+    const std::string garbage(300, '\xff');
+    f.write(garbage.data(), static_cast<std::streamsize>(garbage.size()));
+  }
+  pmap::SqliteOptions read_only;
+  read_only.read_only = true;
+  pmap::SqliteBackend b(path, read_only);
+  const auto places = b.damage(5);
+  ASSERT_FALSE(places.empty());
+  EXPECT_LE(places.size(), 5u);
+  for (const std::string& place : places) {
+    EXPECT_TRUE(place.starts_with(path.string() + ": ")) << place;
+    EXPECT_NE(place.find("page"), std::string::npos) << place;
+  }
+}
+
 TEST(Sqlite, BadPathsAreIoErrorsThatSayWhy) {
   TempDir dir;
   expect_error([&] { pmap::SqliteBackend b(dir.path()); }, pmap::Errc::io, {"is a directory"});

@@ -120,11 +120,13 @@ class SqliteBackend final : public Backend {
   void sync() override;
   std::unique_ptr<Backend> open_reader() override;
   // For tools: count(*) of the table; the file's and its WAL's bytes; page
-  // size and counts; compact() is VACUUM of the whole file (every table in
-  // it), then a checkpoint that empties the WAL.
+  // size and counts; damage() is PRAGMA integrity_check of the whole file;
+  // compact() is VACUUM of the whole file (every table in it), then a
+  // checkpoint that empties the WAL.
   std::optional<std::uint64_t> count() override;
   std::optional<std::uint64_t> bytes() override;
   std::vector<std::pair<std::string, std::string>> details() override;
+  std::vector<std::string> damage(std::size_t limit) override;
   bool compact() override;
   bool shared() const override;
   std::uint64_t origin() const override;
