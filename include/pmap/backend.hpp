@@ -165,10 +165,16 @@ class Backend {
   }
 
   // Gives back the space that erased and overwritten entries left (SQLite:
-  // VACUUM; CSV: the file rewritten), atomically: on a throw the store is as
-  // it was. Returns false when the backend has nothing of the kind (the
-  // default).
-  virtual bool compact() { return false; }
+  // the file vacuumed; CSV: the file rewritten), atomically: on a throw the
+  // store is as it was. `progress`, if set, is called now and then, on the
+  // calling thread, with the work done and the whole work (in the
+  // backend's unit, e.g. bytes), for a progress bar. Returns false when the
+  // backend has nothing of the kind (the default).
+  using CompactProgress = std::function<void(std::uint64_t done, std::uint64_t total)>;
+  virtual bool compact(const CompactProgress& progress) {
+    (void)progress;
+    return false;
+  }
 
   // ---- Shared stores: several maps, in any processes, on one store.
   //

@@ -739,7 +739,7 @@ std::vector<std::pair<std::string, std::string>> CsvBackend::details() {
           {"dead lines", std::to_string(d.lines - std::min(d.lines, d.entries.size()))}};
 }
 
-bool CsvBackend::compact() {
+bool CsvBackend::compact(const CompactProgress& /*progress*/) {
   Impl& d = *impl_;
   if (d.read_only)
     throw Error(Errc::invalid_argument,

@@ -26,6 +26,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <numeric>
 #include <random>
@@ -1008,13 +1009,148 @@ std::vector<std::string> SqliteBackend::damage(std::size_t limit) {
   return out;
 }
 
-bool SqliteBackend::compact() {
+// Compaction in two steps that progress can follow, which VACUUM alone
+// cannot (its copy is an unnamed temporary file): VACUUM INTO a copy beside
+// the database (same file system), watched as it grows; then the copy
+// copied back over the database with the backup API, a page range at a
+// time, in one write transaction that SQLite holds from the first step to
+// the last (a failure rolls it back: the database is the old one or the
+// new one). The WAL is emptied afterwards.
+bool SqliteBackend::compact(const CompactProgress& progress) {
   Impl& d = *impl_;
   if (d.options.read_only)
     throw Error(Errc::invalid_argument,
                 d.where + ": opened read-only (SqliteOptions::read_only); it cannot be compacted");
   d.check_files();
-  d.exec("VACUUM", "cannot compact the file (VACUUM)");
+  // The work: the copy's bytes, written, then copied back. Until the copy
+  // is made, the file's pages less its free ones stand in for its size.
+  const auto page_size = static_cast<std::uint64_t>(d.pragma_int("page_size"));
+  const auto live_pages = static_cast<std::uint64_t>(
+      std::max(0, d.pragma_int("page_count") - d.pragma_int("freelist_count")));
+  const std::uint64_t live = live_pages * page_size, total = 2 * live;
+  const std::string copy = d.path.string() + ".pmap-compact";
+  const auto remove_copy = [&] {
+    std::error_code ec;
+    for (const char* suffix : {"", "-journal", "-wal", "-shm"})
+      std::filesystem::remove(copy + suffix, ec);
+  };
+  remove_copy();  // a crash's leftover: only a copy
+
+  // In shared mode another process may commit between the copy and the
+  // copy back; the change record's last position tells (compared once the
+  // copy back holds the write lock), and then nothing is replaced.
+  const std::uint64_t position = d.shared ? d.last_position() : 0;
+
+  // The copy keeps the file's page size (VACUUM INTO would apply the one
+  // this connection asked for at open, which the copy back into a WAL
+  // database refuses).
+  d.exec(("PRAGMA page_size=" + std::to_string(page_size)).c_str(), "cannot set page_size");
+
+  // progress() may throw; never through SQLite: the first throw is kept,
+  // ends the compaction (nothing replaced), and is rethrown.
+  std::exception_ptr thrown;
+  const auto report = [&](std::uint64_t done, std::uint64_t whole) {
+    if (!progress || thrown) return;
+    try {
+      progress(done, whole);
+    } catch (...) {
+      thrown = std::current_exception();
+    }
+  };
+
+  // 1. The copy. SQLite calls the handler every few thousand VM steps; a
+  // non-zero return interrupts the statement.
+  struct Watch {
+    const decltype(report)* tell;
+    const std::exception_ptr* thrown;
+    const std::string* copy;
+    std::uint64_t live, total;
+    std::chrono::steady_clock::time_point last{};
+  } watch{&report, &thrown, &copy, live, total};
+  if (progress) {
+    report(0, total);
+    sqlite3_progress_handler(
+        d.db, 10000,
+        [](void* arg) -> int {
+          auto& w = *static_cast<Watch*>(arg);
+          const auto now = std::chrono::steady_clock::now();
+          if (now - w.last < std::chrono::milliseconds(50)) return 0;
+          w.last = now;
+          std::error_code ec;
+          const auto size = std::filesystem::file_size(*w.copy, ec);
+          (*w.tell)(ec ? 0 : std::min<std::uint64_t>(size, w.live), w.total);
+          return *w.thrown ? 1 : 0;
+        },
+        &watch);
+  }
+  sqlite3_stmt* into = nullptr;
+  int rc = sqlite3_prepare_v2(d.db, "VACUUM INTO ?1", -1, &into, nullptr);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(into, 1, copy.c_str(), static_cast<int>(copy.size()), SQLITE_TRANSIENT);
+    rc = sqlite3_step(into);
+  }
+  sqlite3_finalize(into);
+  sqlite3_progress_handler(d.db, 0, nullptr, nullptr);
+  if (rc != SQLITE_DONE) {
+    remove_copy();
+    if (thrown) std::rethrow_exception(thrown);
+    d.fail(rc, "cannot compact the file (VACUUM INTO " + copy + ")");
+  }
+
+  // 2. The copy back, on a connection of its own (the backup API wants the
+  // destination connection to itself).
+  sqlite3* src = nullptr;
+  sqlite3* dst = nullptr;
+  const auto close_all = [&] {
+    sqlite3_close_v2(src);
+    sqlite3_close_v2(dst);
+    remove_copy();
+  };
+  rc = sqlite3_open_v2(copy.c_str(), &src, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc == SQLITE_OK)
+    rc =
+        sqlite3_open_v2(d.path.c_str(), &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    const std::string why = sqlite3_errstr(rc);
+    close_all();
+    throw Error(Errc::io, d.where + ": cannot compact the file: cannot open " + copy + ": " + why);
+  }
+  keep_wal(dst);
+  sqlite3_busy_timeout(dst, static_cast<int>(d.options.busy_timeout.count()));
+  sqlite3_backup* backup = sqlite3_backup_init(dst, "main", src, "main");
+  if (!backup) {
+    const std::string why = sqlite3_errmsg(dst);
+    close_all();
+    throw Error(Errc::io, d.where + ": cannot compact the file: " + why);
+  }
+  // A step of no pages takes the write lock (a write transaction on dst)
+  // and copies nothing: from here on nobody else commits.
+  rc = sqlite3_backup_step(backup, 0);
+  const bool changed = rc == SQLITE_OK && d.shared && d.last_position() != position;
+  while (rc == SQLITE_OK && !changed && !thrown) {
+    rc = sqlite3_backup_step(backup, 1024);
+    if (rc == SQLITE_OK || rc == SQLITE_DONE) {
+      // Now the whole is known: the copy's size, twice.
+      const auto pages = static_cast<std::uint64_t>(sqlite3_backup_pagecount(backup));
+      const auto left = static_cast<std::uint64_t>(sqlite3_backup_remaining(backup));
+      report((2 * pages - left) * page_size, 2 * pages * page_size);
+    }
+  }
+  // Before the copy back completed, finish() rolls it back.
+  const int finished = sqlite3_backup_finish(backup);
+  const std::string why = sqlite3_errmsg(dst);
+  close_all();
+  if (thrown && rc != SQLITE_DONE) std::rethrow_exception(thrown);
+  if (changed)
+    throw Error(Errc::locked, d.where +
+                                  ": not compacted: another process committed to the table "
+                                  "meanwhile, so the copy was already old; nothing was "
+                                  "replaced. Compact again (at a quieter time)");
+  if (rc != SQLITE_DONE || finished != SQLITE_OK) {
+    const int code = rc != SQLITE_DONE ? rc : finished;
+    throw Error(errc_of(code),
+                d.where + ": cannot compact the file (copying it back): " + why + advice_for(code));
+  }
   d.exec("PRAGMA wal_checkpoint(TRUNCATE)", "cannot empty the WAL after compacting");
   return true;
 }

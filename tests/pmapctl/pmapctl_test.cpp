@@ -472,6 +472,11 @@ TEST_F(Pmapctl, TheProgressBarShowsOnATerminalOnly) {
   const auto quiet =
       run_script(std::string(PMAPCTL) + " --quiet import " + sqlite("q.db") + " " + input, env);
   EXPECT_EQ(quiet.find("import ["), std::string::npos) << quiet;
+  // compact counts bytes: the live pages copied out and back.
+  const auto compacting = run_script(std::string(PMAPCTL) + " compact " + sqlite("tty.db"), env);
+  EXPECT_NE(compacting.find("compact ["), std::string::npos) << compacting;
+  EXPECT_NE(compacting.find("100% "), std::string::npos) << compacting;
+  EXPECT_NE(compacting.find(" MB/s"), std::string::npos) << compacting;
 }
 
 #ifdef PMAP_TEST_POSTGRES

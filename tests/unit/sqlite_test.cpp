@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <map>
 #include <pmap/pmap.hpp>
 #include <sstream>
 
@@ -76,7 +77,7 @@ TEST(Sqlite, DamageNamesEachDamagedPageOfTheFile) {
       batch.push_back({pmap::Write::Op::put, "key " + std::to_string(i), std::string(60, 'v')});
     b.write(batch);
     EXPECT_TRUE(b.damage(10).empty());
-    b.compact();  // everything in the file, none in the WAL
+    b.compact({});  // everything in the file, none in the WAL
   }
   {
     std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
@@ -94,6 +95,136 @@ TEST(Sqlite, DamageNamesEachDamagedPageOfTheFile) {
     EXPECT_TRUE(place.starts_with(path.string() + ": ")) << place;
     EXPECT_NE(place.find("page"), std::string::npos) << place;
   }
+}
+
+// A store with most of its entries erased: 2,000 live of 20,000 written.
+void fill_then_erase(pmap::SqliteBackend& b) {
+  std::vector<pmap::Write> batch;
+  for (int i = 0; i < 20000; ++i)
+    batch.push_back({pmap::Write::Op::put, "key " + std::to_string(i), std::string(100, 'v')});
+  b.write(batch);
+  batch.clear();
+  for (int i = 0; i < 20000; ++i)
+    if (i % 10 != 0) batch.push_back({pmap::Write::Op::erase, "key " + std::to_string(i), {}});
+  b.write(batch);
+}
+
+std::map<std::string, std::string> entries_of(pmap::Backend& b) {
+  std::map<std::string, std::string> out;
+  b.scan([&](std::string_view k, std::string_view v) { out.emplace(k, v); });
+  return out;
+}
+
+// compact() gives the space back, entries unchanged, reporting progress in
+// bytes up to the whole (the live pages, out and back), and leaves no copy.
+TEST(Sqlite, CompactShrinksTheFileAndReportsItsProgress) {
+  TempDir dir;
+  const auto path = dir / "compact.db";
+  pmap::SqliteBackend b(path);
+  fill_then_erase(b);
+  const auto entries = entries_of(b);
+  const auto before = *b.bytes();
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> seen;
+  ASSERT_TRUE(
+      b.compact([&](std::uint64_t done, std::uint64_t total) { seen.emplace_back(done, total); }));
+  EXPECT_LT(*b.bytes(), before / 4);
+  EXPECT_EQ(entries_of(b), entries);
+  ASSERT_GE(seen.size(), 2u);
+  // The whole: an estimate at first, then the copy's bytes, twice.
+  EXPECT_EQ(seen.back().first, seen.back().second);
+  EXPECT_EQ(seen.back().second, 2 * *b.bytes());
+  for (std::size_t i = 1; i < seen.size(); ++i) {
+    EXPECT_LE(seen[i].second, seen[i - 1].second);
+    EXPECT_GE(seen[i].first * seen[i - 1].second, seen[i - 1].first * seen[i].second)
+        << "the part done never shrinks";
+  }
+  EXPECT_FALSE(std::filesystem::exists(path.string() + ".pmap-compact"));
+  b.write(std::vector<pmap::Write>{{pmap::Write::Op::put, "after", "1"}});
+  EXPECT_EQ(b.get("after"), "1");
+}
+
+// A file made elsewhere, with another page size than the backend's own,
+// compacts and keeps its page size.
+TEST(Sqlite, CompactKeepsTheFilesPageSize) {
+  TempDir dir;
+  const auto path = dir / "foreign.db";
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    for (const char* sql :
+         {"PRAGMA page_size=4096", "PRAGMA journal_mode=WAL",
+          "CREATE TABLE kv (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID",
+          "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) "
+          "INSERT INTO kv SELECT 'k' || i, 'v' FROM n"})
+      if (sqlite3_exec(db, sql, nullptr, nullptr, nullptr) != SQLITE_OK)
+        ADD_FAILURE() << sql << ": " << sqlite3_errmsg(db);
+    sqlite3_close(db);
+  }
+  pmap::SqliteBackend b(path);
+  ASSERT_TRUE(b.compact({}));
+  EXPECT_EQ(entries_of(b).size(), 3000u);
+  const auto details = b.details();
+  EXPECT_NE(std::find(details.begin(), details.end(),
+                      std::pair<std::string, std::string>{"page size", "4096"}),
+            details.end());
+}
+
+// A compaction that cannot finish leaves the file as it was: here its copy
+// cannot be made (a directory holds the copy's name).
+TEST(Sqlite, ACompactionThatFailsLeavesTheFileAsItWas) {
+  TempDir dir;
+  const auto path = dir / "keep.db";
+  pmap::SqliteBackend b(path);
+  fill_then_erase(b);
+  b.flush();
+  std::filesystem::create_directories(path.string() + ".pmap-compact/in-the-way");
+  const auto entries = entries_of(b);
+  const auto before = *b.bytes();
+  expect_error([&] { b.compact({}); }, pmap::Errc::io, {"keep.db", "cannot compact"});
+  EXPECT_EQ(*b.bytes(), before);
+  EXPECT_EQ(entries_of(b), entries);
+  // ... or a progress callback throws: the throw ends it, nothing replaced.
+  std::filesystem::remove_all(path.string() + ".pmap-compact");
+  for (int calls_before_the_throw : {0, 1, 2, 3}) {
+    int calls = 0;
+    bool threw = false;
+    try {
+      b.compact([&](std::uint64_t done, std::uint64_t total) {
+        if (calls++ == calls_before_the_throw && done < total) throw std::runtime_error("stop");
+      });
+    } catch (const std::runtime_error& e) {
+      threw = true;
+      EXPECT_STREQ(e.what(), "stop");
+    }
+    if (!threw) break;  // it had finished before the callback threw
+    EXPECT_EQ(*b.bytes(), before);
+    EXPECT_EQ(entries_of(b), entries);
+    EXPECT_FALSE(std::filesystem::exists(path.string() + ".pmap-compact"));
+  }
+}
+
+// In shared mode, a commit by another session while the copy is made:
+// the copy is old, so nothing is replaced and the commit is kept.
+TEST(Sqlite, ACommitDuringASharedCompactionIsKept) {
+  TempDir dir;
+  const auto path = dir / "shared.db";
+  pmap::SqliteBackend b(path, {.mode = pmap::SqliteMode::shared});
+  fill_then_erase(b);
+  pmap::SqliteBackend other(path, {.mode = pmap::SqliteMode::shared});
+  bool committed = false;
+  expect_error(
+      [&] {
+        b.compact([&](std::uint64_t, std::uint64_t) {
+          if (committed) return;
+          committed = true;
+          other.write(std::vector<pmap::Write>{{pmap::Write::Op::put, "meanwhile", "1"}});
+        });
+      },
+      pmap::Errc::locked, {"shared.db", "another process committed"});
+  EXPECT_TRUE(committed);
+  EXPECT_EQ(b.get("meanwhile"), "1");
+  EXPECT_EQ(entries_of(b).size(), 2001u);
+  EXPECT_FALSE(std::filesystem::exists(path.string() + ".pmap-compact"));
 }
 
 TEST(Sqlite, BadPathsAreIoErrorsThatSayWhy) {

@@ -56,7 +56,11 @@ void compact(const std::string& uri) {
   // tidy the store (a CSV file is compacted at open).
   const auto before = open_for_reading(uri)->bytes();
   const auto store = open_for_writing(uri);
-  if (!store->compact())
+  Progress progress("compact", std::nullopt, Progress::Unit::bytes);
+  const bool compacted =
+      store->compact([&](std::uint64_t done, std::uint64_t total) { progress.at(done, total); });
+  progress.finish();
+  if (!compacted)
     throw Failure{kFailed, store->describe() + ": this backend has nothing to compact"};
   const auto after = store->bytes();
   if (before && after)
@@ -81,8 +85,9 @@ void add_admin_commands(CLI::App& app) {
   auto compact_uri = std::make_shared<std::string>();
   compact_cmd->add_option("URI", *compact_uri, kUriHelp)->required();
   compact_cmd->footer(
-      "Atomic: a failure leaves the store as it was. It writes, so a store another process\n"
-      "holds exclusively fails with the holder named.\n"
+      "Atomic: a failure leaves the store as it was. SQLite: VACUUM INTO a copy beside the\n"
+      "file (FILE.pmap-compact: it needs room for one), copied back in one transaction.\n"
+      "It writes, so a store another process holds exclusively fails with the holder named.\n"
       "Example:\n  pmapctl compact sqlite:app.db");
   compact_cmd->callback([compact_uri] { compact(*compact_uri); });
 }

@@ -103,9 +103,10 @@ std::string escaped(std::string_view s) {
 
 // ---- Progress
 
-Progress::Progress(std::string what, std::optional<std::uint64_t> total)
+Progress::Progress(std::string what, std::optional<std::uint64_t> total, Unit unit)
     : what_(std::move(what)),
       total_(total),
+      unit_(unit),
       enabled_(!globals.quiet && ::isatty(STDERR_FILENO) == 1),
       start_(std::chrono::steady_clock::now()),
       last_draw_(start_),
@@ -116,8 +117,11 @@ Progress::Progress(std::string what, std::optional<std::uint64_t> total)
 
 Progress::~Progress() { finish(); }
 
-void Progress::add(std::uint64_t n) {
-  done_ += n;
+void Progress::add(std::uint64_t n) { at(done_ + n, total_.value_or(0)); }
+
+void Progress::at(std::uint64_t done, std::uint64_t total) {
+  done_ = done;
+  if (total_ || total > 0) total_ = total;
   if (!enabled_) return;
   const auto now = std::chrono::steady_clock::now();
   if (now - start_ < delay_) return;
@@ -140,19 +144,29 @@ void Progress::draw(bool last) {
   const double rate = seconds > 0 ? static_cast<double>(done_) / seconds : 0;
   std::string line = "\r" + what_ + " ";
   char buf[128];
+  // Entries as they are; bytes in MB, one decimal.
+  const auto amount = [&](std::uint64_t n) {
+    char out[32];
+    if (unit_ == Unit::bytes)
+      std::snprintf(out, sizeof out, "%.1f", static_cast<double>(n) / 1e6);
+    else
+      std::snprintf(out, sizeof out, "%" PRIu64, n);
+    return std::string(out);
+  };
+  const char* unit = unit_ == Unit::bytes ? " MB" : "";
   if (total_ && *total_ > 0) {
     constexpr int kWidth = 30;
     const double part = std::min(1.0, static_cast<double>(done_) / static_cast<double>(*total_));
     const int filled = static_cast<int>(part * kWidth);
     line += "[" + std::string(static_cast<std::size_t>(filled), '#') +
             std::string(static_cast<std::size_t>(kWidth - filled), '.') + "] ";
-    std::snprintf(buf, sizeof buf, "%3.0f%% %" PRIu64 "/%" PRIu64, part * 100, done_, *total_);
-    line += buf;
+    std::snprintf(buf, sizeof buf, "%3.0f%% ", part * 100);
+    line += buf + amount(done_) + "/" + amount(*total_) + unit;
   } else {
-    std::snprintf(buf, sizeof buf, "%" PRIu64, done_);
-    line += buf;
+    line += amount(done_) + unit;
   }
-  std::snprintf(buf, sizeof buf, "  %.0f/s", rate);
+  std::snprintf(buf, sizeof buf, "  %s%s/s", amount(static_cast<std::uint64_t>(rate)).c_str(),
+                unit);
   line += buf;
   if (total_ && !last && rate > 0 && *total_ > done_) {
     std::snprintf(buf, sizeof buf, "  ETA %.0fs",

@@ -77,9 +77,13 @@ std::string escaped(std::string_view s);
 // without --quiet; the delay is PMAPCTL_PROGRESS_DELAY_MS if set (tests).
 class Progress {
  public:
-  Progress(std::string what, std::optional<std::uint64_t> total);
+  // What is counted: entries, or bytes (shown in MB).
+  enum class Unit { entries, bytes };
+  Progress(std::string what, std::optional<std::uint64_t> total, Unit unit = Unit::entries);
   ~Progress();
   void add(std::uint64_t n);
+  // The work done so far, and the whole, as a backend reports them.
+  void at(std::uint64_t done, std::uint64_t total);
   // Ends the bar's line (a no-op when none was drawn).
   void finish();
 
@@ -88,6 +92,7 @@ class Progress {
 
   std::string what_;
   std::optional<std::uint64_t> total_;
+  Unit unit_;
   std::uint64_t done_ = 0;
   bool enabled_;
   bool drawn_ = false;

@@ -73,11 +73,12 @@ class CsvBackend final : public Backend {
   void report_to(std::function<void(const Error&)> report) override;
   // For tools: the entries held, the file's bytes, its live rows and dead
   // lines; compact() rewrites the file (as after a write that left more
-  // dead lines than live rows), throwing when it cannot.
+  // dead lines than live rows), throwing when it cannot; it reports no
+  // progress (the file is one write of what memory holds).
   std::optional<std::uint64_t> count() override;
   std::optional<std::uint64_t> bytes() override;
   std::vector<std::pair<std::string, std::string>> details() override;
-  bool compact() override;
+  bool compact(const CompactProgress& progress) override;
 
  private:
   struct Impl;

@@ -121,13 +121,16 @@ class SqliteBackend final : public Backend {
   std::unique_ptr<Backend> open_reader() override;
   // For tools: count(*) of the table; the file's and its WAL's bytes; page
   // size and counts; damage() is PRAGMA integrity_check of the whole file;
-  // compact() is VACUUM of the whole file (every table in it), then a
-  // checkpoint that empties the WAL.
+  // compact() vacuums the whole file (every table in it): VACUUM INTO a
+  // copy beside it (FILE.pmap-compact, removed again), copied back in one
+  // write transaction, progress in bytes; then the WAL is emptied. It needs
+  // free space for the copy. In shared mode a commit by another process
+  // meanwhile makes it Errc::locked, with nothing replaced.
   std::optional<std::uint64_t> count() override;
   std::optional<std::uint64_t> bytes() override;
   std::vector<std::pair<std::string, std::string>> details() override;
   std::vector<std::string> damage(std::size_t limit) override;
-  bool compact() override;
+  bool compact(const CompactProgress& progress) override;
   bool shared() const override;
   std::uint64_t origin() const override;
   std::uint64_t scan_at(ScanSink sink) override;
