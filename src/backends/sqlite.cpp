@@ -575,17 +575,28 @@ SqliteBackend::SqliteBackend(std::filesystem::path path, SqliteOptions options) 
   d.exec(("PRAGMA page_size=" + std::to_string(page)).c_str(), "cannot set page_size");
   // Switching to WAL (nothing to do when the file is in WAL mode already)
   // reads the WAL. With several processes opening and closing one file, it
-  // failed now and then with SQLITE_IOERR_SHORT_READ (2 to 7 in 100 runs of
-  // SharedStore.FourProcessesCountExactlyAndEndCoherent/sqlite under load),
-  // the WAL cut short under the read as another process's last connection
-  // closed: nothing was changed, so it is tried again.
-  for (int attempt = 1; attempt < 10; ++attempt) {
-    if (sqlite3_exec(d.db, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr) == SQLITE_OK ||
-        sqlite3_extended_errcode(d.db) != SQLITE_IOERR_SHORT_READ)
-      break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(attempt));
+  // failed now and then (SharedStore.FourProcessesCountExactlyAndEndCoherent
+  // /sqlite under load), and nothing was changed, so it is tried again:
+  // - SQLITE_IOERR_SHORT_READ (2 to 7 in 100 runs): the WAL cut short under
+  //   the read as another process's last connection closed;
+  // - SQLITE_BUSY, "database is locked" (1 in 75): processes creating the
+  //   file at once each hold a read lock and want the write lock, and SQLite
+  //   refuses one at once, without its busy handler, to avoid a deadlock.
+  //   Retried until busy_timeout has passed since the first attempt, so a
+  //   real wait for the lock is not repeated.
+  const auto busy_until = std::chrono::steady_clock::now() + d.options.busy_timeout;
+  int wal_rc = SQLITE_OK;
+  for (int attempt = 1;; ++attempt) {
+    wal_rc = sqlite3_exec(d.db, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr);
+    const int code = sqlite3_extended_errcode(d.db);
+    const bool again =
+        wal_rc != SQLITE_OK &&
+        ((code == SQLITE_IOERR_SHORT_READ && attempt < 10) ||
+         ((code & 0xFF) == SQLITE_BUSY && std::chrono::steady_clock::now() < busy_until));
+    if (!again) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(attempt, 20)));
   }
-  d.exec("PRAGMA journal_mode=WAL", "cannot switch to WAL mode");
+  if (wal_rc != SQLITE_OK) d.fail(wal_rc, "cannot switch to WAL mode");
   // full: SQLite's NORMAL, plus our own fsync of the WAL after each commit
   // (sync()). In WAL mode SQLite's FULL is NORMAL plus that fsync (and
   // padding a commit's last frame to a sector, which it skips on Unix, where
