@@ -22,8 +22,11 @@
 //       insert(KEY, VALUE).get(), then "done".
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <iostream>
+#include <mutex>
 #include <pmap/pmap.hpp>
 #include <set>
 #include <string>
@@ -136,14 +139,28 @@ int main(int argc, char** argv) {
       }
     }
     if (mode == "follow") {
-      std::atomic<long> watched{0};
+      std::mutex mutex;
+      std::condition_variable changed;
+      long watched = 0;
       auto sub = map.watch([&](const pmap::Change<std::string, std::string>& c) {
-        if (c.origin == pmap::Origin::remote && c.kind == pmap::ChangeKind::put) ++watched;
+        if (c.origin != pmap::Origin::remote || c.kind != pmap::ChangeKind::put) return;
+        std::lock_guard lock(mutex);
+        ++watched;
+        changed.notify_all();
       });
       say("ready");
       if (!check(map, uri)) return 0;
+      // The calls run on the completion executor, not before refresh()
+      // completes: wait for one per entry (or give up after 30 s, and the
+      // count printed tells what arrived).
+      const auto entries = static_cast<long>(map.snapshot().size());
+      {
+        std::unique_lock lock(mutex);
+        changed.wait_for(lock, std::chrono::seconds(30), [&] { return watched >= entries; });
+      }
       sub.reset();  // every call made so far has returned
-      say("watched " + std::to_string(watched.load()));
+      std::lock_guard lock(mutex);
+      say("watched " + std::to_string(watched));
       return 0;
     }
     if (mode == "put" && argc == 5) {

@@ -352,7 +352,7 @@ void add_transfer_commands(CLI::App& app) {
     cmd->add_option("URI", *uri, kUriHelp)->required();
     cmd->add_option("--against", *against,
                     "a second store that must hold the same entries (exit 1 naming those that "
-                    "differ)")
+                    "differ); URI's entries are held in memory meanwhile")
         ->option_text("URI2");
     cmd->footer(
         "Each damaged place is a line \"damaged: WHERE: WHAT\": for SQLite, what\n"
