@@ -184,7 +184,7 @@ void copy_store(const CopyOptions& o) {
 constexpr std::size_t kDamageShown = 20;
 
 // What verify found damaged: each place printed as found ("damaged:
-// <where>: <what>"), and at the end a Failure (exit 3) counting them.
+// <where>: <what>"), and at the end, if there was any, a Failure (exit 3).
 class Damage {
  public:
   void add(const std::string& where_and_what) {
