@@ -20,6 +20,10 @@ def fmt(x, unit):
         return "%.3f s" % x
     if unit == "B":
         return "%.0f B" % x
+    if unit == "ms":
+        return "%.1f ms" % x
+    if unit == "bytes/entry":
+        return "%.0f B/entry" % x
     suffix = " ops/s" if unit == "ops/s" else ""
     if x >= 1e6:
         return "%.2f M%s" % (x / 1e6, suffix)
