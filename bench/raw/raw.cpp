@@ -17,16 +17,12 @@
 #endif
 
 namespace pmap::raw {
-namespace {
-
 using Clock = std::chrono::steady_clock;
 
 double per_second(std::size_t ops, Clock::time_point start) {
   const double s = std::chrono::duration<double>(Clock::now() - start).count();
   return s > 0 ? static_cast<double>(ops) / s : 0;
 }
-
-}  // namespace
 
 // ---- SQLite ------------------------------------------------------------------------
 

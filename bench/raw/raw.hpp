@@ -6,6 +6,7 @@
 // object, one thread.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <filesystem>
 #include <string>
@@ -22,6 +23,9 @@ struct sqlite3;
 struct sqlite3_stmt;
 
 namespace pmap::raw {
+
+// ops divided by the seconds since start.
+double per_second(std::size_t ops, std::chrono::steady_clock::time_point start);
 
 // What a workload writes: keys[i] gets values[i].
 struct Entries {

@@ -245,7 +245,9 @@ struct CsvBackend::Impl {
   // appends may go: after the last complete record (an incomplete batch at
   // the end, torn by a crash, is cut off before the first append).
   // Returns that length. A damaged file is Errc::corrupt naming every
-  // damaged line (the first kDamageShown), read on past each.
+  // damaged line (the first kDamageShown), read on past each; this Impl is
+  // then half-loaded, and only to be destroyed (the constructor throws it
+  // away before `opened` is set, so its destructor writes nothing).
   std::size_t load(const std::string& content) {
     std::string_view data = content;
     const std::size_t bom = data.substr(0, kBom.size()) == kBom ? kBom.size() : 0;
@@ -315,12 +317,11 @@ struct CsvBackend::Impl {
   }
 
   // " line 5: why" for the first damaged place, and on past it the others:
-  // " has 3 damaged lines: line 5: why; line 9: why; line 12: why".
-  std::string damage_report(std::string_view data, Damaged damaged) const {
+  // " has 3 damaged lines: line 5: why; line 9: why; line 12: why". It
+  // parses the rest into this Impl, which load()'s throw then discards.
+  std::string damage_report(std::string_view data, Damaged damaged) {
     std::vector<std::string> shown{"line " + std::to_string(damaged.line) + ": " + damaged.why};
     std::size_t count = 1, offset = 0, line = 1;
-    // A scratch copy parses the rest: this one's state is not to change.
-    Impl scratch(path, where, std::nullopt);
     while (damaged.resume != std::string_view::npos && damaged.resume > 0 &&
            offset + damaged.resume < data.size()) {
       const std::string_view from = data.substr(offset, damaged.resume);
@@ -329,7 +330,7 @@ struct CsvBackend::Impl {
       const std::string_view rest = data.substr(offset);
       Parser parser(rest, line);
       try {
-        scratch.parse_rows(rest, parser);
+        parse_rows(rest, parser);
         break;
       } catch (Damaged& next) {
         damaged = std::move(next);

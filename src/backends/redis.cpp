@@ -911,7 +911,9 @@ bool percent_decode(std::string_view in, std::string& out) {
   return true;
 }
 
-RedisOptions parse_uri(std::string_view scheme, std::string_view rest) {
+}  // namespace
+
+RedisOptions detail::parse_redis_uri(std::string_view scheme, std::string_view rest) {
   const std::string uri = std::string(scheme) + ":" + std::string(rest);
   const auto bad = [&](const std::string& why) {
     return Error(Errc::invalid_argument,
@@ -1013,15 +1015,13 @@ RedisOptions parse_uri(std::string_view scheme, std::string_view rest) {
   return options;
 }
 
+namespace {
+
 std::unique_ptr<Backend> open_uri(std::string_view scheme, std::string_view rest) {
-  return std::make_unique<RedisBackend>(parse_uri(scheme, rest));
+  return std::make_unique<RedisBackend>(detail::parse_redis_uri(scheme, rest));
 }
 
 }  // namespace
-
-RedisOptions detail::parse_redis_uri(std::string_view scheme, std::string_view rest) {
-  return parse_uri(scheme, rest);
-}
 
 }  // namespace pmap
 

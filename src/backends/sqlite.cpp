@@ -1038,7 +1038,7 @@ bool SqliteBackend::compact(const CompactProgress& progress) {
   const auto page_size = static_cast<std::uint64_t>(d.pragma_int("page_size"));
   const auto live_pages = static_cast<std::uint64_t>(
       std::max(0, d.pragma_int("page_count") - d.pragma_int("freelist_count")));
-  const std::uint64_t live = live_pages * page_size, total = 2 * live;
+  const std::uint64_t live = live_pages * page_size;
   const std::string copy = d.path.string() + ".pmap-compact";
   const auto remove_copy = [&] {
     std::error_code ec;
@@ -1058,28 +1058,29 @@ bool SqliteBackend::compact(const CompactProgress& progress) {
   d.exec(("PRAGMA page_size=" + std::to_string(page_size)).c_str(), "cannot set page_size");
 
   // progress() may throw; never through SQLite: the first throw is kept,
-  // ends the compaction (nothing replaced), and is rethrown.
+  // ends the compaction (nothing replaced), and is rethrown. report()
+  // tells whether to go on.
   std::exception_ptr thrown;
   const auto report = [&](std::uint64_t done, std::uint64_t whole) {
-    if (!progress || thrown) return;
+    if (!progress || thrown) return !thrown;
     try {
       progress(done, whole);
     } catch (...) {
       thrown = std::current_exception();
     }
+    return !thrown;
   };
 
-  // 1. The copy. SQLite calls the handler every few thousand VM steps; a
-  // non-zero return interrupts the statement.
+  // 1. The copy, its size standing in for the work done. SQLite calls the
+  // handler every 10,000 VM steps; a non-zero return interrupts VACUUM.
   struct Watch {
     const decltype(report)* tell;
-    const std::exception_ptr* thrown;
     const std::string* copy;
-    std::uint64_t live, total;
+    std::uint64_t live;
     std::chrono::steady_clock::time_point last{};
-  } watch{&report, &thrown, &copy, live, total};
+  } watch{&report, &copy, live};
   if (progress) {
-    report(0, total);
+    report(0, 2 * live);
     sqlite3_progress_handler(
         d.db, 10000,
         [](void* arg) -> int {
@@ -1089,8 +1090,7 @@ bool SqliteBackend::compact(const CompactProgress& progress) {
           w.last = now;
           std::error_code ec;
           const auto size = std::filesystem::file_size(*w.copy, ec);
-          (*w.tell)(ec ? 0 : std::min<std::uint64_t>(size, w.live), w.total);
-          return *w.thrown ? 1 : 0;
+          return (*w.tell)(ec ? 0 : std::min<std::uint64_t>(size, w.live), 2 * w.live) ? 0 : 1;
         },
         &watch);
   }

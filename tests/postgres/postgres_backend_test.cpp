@@ -15,37 +15,17 @@
 #include <thread>
 
 #include "../support/fault_run.hpp"
+#include "../support/psql.hpp"
 #include "../support/servers.hpp"
 #include "../support/test_backend.hpp"
 
 namespace {
 
 using pmap::Write;
+using pmap_test::Psql;
 using Op = pmap::Write::Op;
 using Map = pmap::PersistentMap<std::string, std::string>;
 using namespace std::chrono_literals;
-
-// A plain libpq connection, to look at the server behind the backend's back.
-class Psql {
- public:
-  explicit Psql(const std::string& conninfo) : c_(PQconnectdb(conninfo.c_str())) {
-    EXPECT_EQ(PQstatus(c_), CONNECTION_OK) << PQerrorMessage(c_);
-  }
-  ~Psql() { PQfinish(c_); }
-  // The first column of the first row ("" when none); fails the test on an error.
-  std::string one(const std::string& sql) {
-    PGresult* r = PQexec(c_, sql.c_str());
-    const auto status = PQresultStatus(r);
-    EXPECT_TRUE(status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK)
-        << sql << ": " << PQresultErrorMessage(r);
-    std::string out = status == PGRES_TUPLES_OK && PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "";
-    PQclear(r);
-    return out;
-  }
-
- private:
-  PGconn* c_;
-};
 
 class Postgres : public ::testing::Test {
  protected:

@@ -18,62 +18,17 @@
 #include <thread>
 
 #include "../support/fault_run.hpp"
+#include "../support/redis_cli.hpp"
 #include "../support/servers.hpp"
 #include "../support/test_backend.hpp"
 
 namespace {
 
 using pmap::Write;
+using pmap_test::Cli;
 using Op = pmap::Write::Op;
 using Map = pmap::PersistentMap<std::string, std::string>;
 using namespace std::chrono_literals;
-
-// A plain hiredis connection, to look at the server behind the backend's back.
-class Cli {
- public:
-  explicit Cli(int port = pmap_test::redis_host_port().second, int db = 0) {
-    c_ = redisConnect(pmap_test::redis_host_port().first.c_str(), port);
-    EXPECT_TRUE(c_ && !c_->err) << (c_ ? c_->errstr : "no context");
-    if (db != 0) run({"SELECT", std::to_string(db)});
-  }
-  ~Cli() { redisFree(c_); }
-  // The reply as text: a string or status as is, an integer in decimal,
-  // nil as "(nil)", an error as "ERR: ...", an array's items joined by ",".
-  std::string run(const std::vector<std::string>& args) {
-    std::vector<const char*> argv;
-    std::vector<std::size_t> lens;
-    for (const auto& a : args) {
-      argv.push_back(a.data());
-      lens.push_back(a.size());
-    }
-    auto* r = static_cast<redisReply*>(
-        redisCommandArgv(c_, static_cast<int>(args.size()), argv.data(), lens.data()));
-    if (!r) return "(lost)";
-    std::string out = show(r);
-    freeReplyObject(r);
-    return out;
-  }
-
- private:
-  static std::string show(const redisReply* r) {
-    switch (r->type) {
-      case REDIS_REPLY_INTEGER:
-        return std::to_string(r->integer);
-      case REDIS_REPLY_NIL:
-        return "(nil)";
-      case REDIS_REPLY_ERROR:
-        return "ERR: " + std::string(r->str, r->len);
-      case REDIS_REPLY_ARRAY: {
-        std::string out;
-        for (std::size_t i = 0; i < r->elements; ++i) out += (i ? "," : "") + show(r->element[i]);
-        return out;
-      }
-      default:
-        return std::string(r->str, r->len);
-    }
-  }
-  redisContext* c_ = nullptr;
-};
 
 class Redis : public ::testing::Test {
  protected:

@@ -27,10 +27,20 @@ struct BenchOptions {
 };
 
 using Clock = std::chrono::steady_clock;
+using pmap::raw::per_second;
 
-double per_second(std::size_t ops, Clock::time_point start) {
-  const double s = std::chrono::duration<double>(Clock::now() - start).count();
-  return s > 0 ? static_cast<double>(ops) / s : 0;
+// run()'s result, with tidy() run after it whether it threw or not.
+template <class Run, class Tidy>
+double then_tidy(Run run, Tidy tidy) {
+  double result = 0;
+  try {
+    result = run();
+  } catch (...) {
+    tidy();
+    throw;
+  }
+  tidy();
+  return result;
 }
 
 void line(const char* what, double ours, const char* baseline_name, double baseline) {
@@ -93,14 +103,8 @@ Baseline raw_writes(const std::string& uri, const pmap::raw::Entries& e) {
 #ifdef PMAP_RAW_POSTGRES
   if (scheme == "postgres" || scheme == "postgresql") {
     pmap::raw::Postgres pg(pmap::detail::parse_postgres_uri(scheme, rest).first, scratch);
-    try {
-      const double rate = pg.put_batched(e, 1000);
-      pg.drop();
-      return {"raw libpq, pipelined, 1,000 upserts a txn", rate};
-    } catch (...) {
-      pg.drop();
-      throw;
-    }
+    return {"raw libpq, pipelined, 1,000 upserts a txn",
+            then_tidy([&] { return pg.put_batched(e, 1000); }, [&] { pg.drop(); })};
   }
 #endif
 #ifdef PMAP_RAW_REDIS
@@ -109,14 +113,8 @@ Baseline raw_writes(const std::string& uri, const pmap::raw::Entries& e) {
     const pmap::raw::RedisServer server{o.host, o.port, o.socket, o.user, o.password, o.db};
     const std::string hash = "{" + scratch + "}";
     pmap::raw::Redis redis(server, hash);
-    try {
-      const double rate = redis.put_batched(e, 1000);
-      redis.drop(hash);
-      return {"raw hiredis, MULTI/EXEC of 1,000 HSETs", rate};
-    } catch (...) {
-      redis.drop(hash);
-      throw;
-    }
+    return {"raw hiredis, MULTI/EXEC of 1,000 HSETs",
+            then_tidy([&] { return redis.put_batched(e, 1000); }, [&] { redis.drop(hash); })};
   }
 #endif
   const auto backend = open_for_writing(uri);

@@ -117,11 +117,18 @@ Progress::Progress(std::string what, std::optional<std::uint64_t> total, Unit un
 
 Progress::~Progress() { finish(); }
 
-void Progress::add(std::uint64_t n) { at(done_ + n, total_.value_or(0)); }
+void Progress::add(std::uint64_t n) {
+  done_ += n;
+  maybe_draw();
+}
 
 void Progress::at(std::uint64_t done, std::uint64_t total) {
   done_ = done;
-  if (total_ || total > 0) total_ = total;
+  total_ = total;
+  maybe_draw();
+}
+
+void Progress::maybe_draw() {
   if (!enabled_) return;
   const auto now = std::chrono::steady_clock::now();
   if (now - start_ < delay_) return;

@@ -88,6 +88,8 @@ class Progress {
   void finish();
 
  private:
+  // Draws when due: after the delay, then every 100 ms.
+  void maybe_draw();
   void draw(bool last);
 
   std::string what_;
